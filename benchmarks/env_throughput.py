@@ -1,0 +1,67 @@
+"""Env-only throughput of drone_pp: agent-steps per second against the number of drones.
+
+Run: .venv/bin/python benchmarks/env_throughput.py [--steps N]
+Writes benchmarks/results/env_throughput.{json,md}. One process, one core (BLAS threads
+pinned to 1), random actions, seed 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from machine import describe, header_markdown  # noqa: E402
+
+TOPOLOGIES = [(1, 16), (4, 16), (8, 16), (16, 16), (16, 64), (64, 16), (32, 64), (64, 64)]
+
+
+def measure(num_envs: int, num_drones: int, steps: int) -> float:
+    from drex_opt.envs.drone_pp import DronePP
+
+    env = DronePP(num_envs=num_envs, num_drones=num_drones, seed=0)
+    env.reset(0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (16, env.num_agents, 3)).astype(np.float32)
+    for i in range(50):
+        env.step(actions[i % 16])
+    best = 0.0
+    for _ in range(3):  # best of three: the machine's other load only slows a run down
+        t = time.perf_counter()
+        for i in range(steps):
+            env.step(actions[i % 16])
+        best = max(best, steps * env.num_agents / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=1000)
+    args = parser.parse_args()
+    rows = []
+    for e, d in TOPOLOGIES:
+        sps = measure(e, d, args.steps)
+        rows.append({"num_envs": e, "num_drones": d, "agents": e * d, "agent_steps_per_s": round(sps)})
+        print(f"{e:>3} x {d:>3} = {e * d:>5} drones: {sps:>12,.0f} agent-steps/s", flush=True)
+    info = describe()
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "env_throughput.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+    lines = ["# drone_pp env throughput (one core, random actions, seed 0)\n", header_markdown(info),
+             "\n| arenas x drones | drones | agent-steps/s |\n|---|---:|---:|"]
+    lines += [f"| {r['num_envs']} x {r['num_drones']} | {r['agents']} | {r['agent_steps_per_s']:,} |" for r in rows]
+    (out / "env_throughput.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

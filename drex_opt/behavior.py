@@ -1,0 +1,214 @@
+"""The behavioural analysis of ``behavior-rules.md``: what the drone does wrong, what to fix next.
+
+Pure functions, no I/O. The thresholds are part of the contract with existing run folders
+(the owner's training loop writes the same analysis), so they are constants, not options.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+#: The rule inputs, all fractions expected in [0, 1].
+INPUTS = (
+    "grip_success",
+    "delivery_success",
+    "end_to_end_success",
+    "grip_attempts",
+    "delivery_attempts",
+    "hover_efficiency",
+    "collision_rate",
+    "oob_rate",
+)
+
+#: Every ``next_focus`` value, in the order of the rules table (first match wins).
+FOCI = (
+    "optimize_performance",
+    "fix_grip_activation",
+    "fix_stability",
+    "improve_carrying",
+    "improve_coordination",
+    "diagnostic_grip",
+    "improve_grip",
+    "tune_grip",
+    "continue",
+)
+
+#: Every ``severity`` value, worst first.
+SEVERITIES = ("critical", "warning", "ok")
+
+# Rows 1-8 of the rules table: (focus, condition, sentence). The severity conditions are
+# rows 6 (critical), 7 and 3 (warning), so they share those rows' sentences.
+_RULES = (
+    (
+        "optimize_performance",
+        lambda m: m["grip_success"] > 0.5 and m["delivery_success"] > 0.3,
+        "Grips and delivers reliably (grip {grip_success}, delivery {delivery_success}) "
+        "— basics work, ready to optimise performance",
+    ),
+    (
+        "fix_grip_activation",
+        lambda m: m["hover_efficiency"] > 0.5 and m["grip_success"] < 0.2,
+        "Hovers above the box ({hover_efficiency}) but rarely grips ({grip_success}) "
+        "— grip activation issue",
+    ),
+    (
+        "fix_stability",
+        lambda m: m["collision_rate"] > 0.5,
+        "High drone-drone collision rate ({collision_rate}) — stability/control problem",
+    ),
+    (
+        "improve_carrying",
+        lambda m: m["grip_success"] > 0.3 and m["delivery_success"] < 0.1,
+        "Can grip but cannot deliver — carrying/navigation issue "
+        "(grip {grip_success}, delivery {delivery_success})",
+    ),
+    (
+        "improve_coordination",
+        lambda m: m["delivery_success"] > 0.3 and m["end_to_end_success"] < 0.1,
+        "Delivers ({delivery_success}) but rarely grips and delivers in the same episode "
+        "({end_to_end_success}) — coordination issue",
+    ),
+    (
+        "diagnostic_grip",
+        lambda m: m["grip_attempts"] < 0.001,
+        "Drone not attempting to grip objects at all (grip attempts {grip_attempts})",
+    ),
+    (
+        "improve_grip",
+        lambda m: m["grip_success"] < 0.1,
+        "Grip mechanism failing (grip success {grip_success}, below 10%)",
+    ),
+    (
+        "tune_grip",
+        lambda m: m["grip_success"] < 0.3,
+        "Low grip success rate ({grip_success}, below 30%)",
+    ),
+)
+
+
+def _percent(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a raw input value, safe for huge ints and odd types."""
+    try:
+        text = f"{value:.6g}"
+    except (TypeError, ValueError, OverflowError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _read(value: Any) -> tuple[float | None, bool]:
+    """Return ``(fraction clipped to [0, 1] or None when unusable, was_out_of_range)``.
+
+    Unusable: None, NaN, ±inf, booleans and anything that is not a real number (strings
+    included, even numeric ones: the files hold numbers, a string means something broke).
+    Ints too large for a float are still finite numbers, so they are clipped, not missing.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None, False
+    try:
+        x = float(value)
+    except OverflowError:
+        return (1.0 if value > 0 else 0.0), True
+    except (TypeError, ValueError):
+        return None, False
+    if not math.isfinite(x):
+        return None, False
+    if x < 0.0 or x > 1.0:
+        return min(max(x, 0.0), 1.0), True
+    return x, False
+
+
+def analyze(inputs: Mapping[str, Any]) -> dict:
+    """Compute the ``behavioral_analysis`` object of the contract from the 8 rule inputs.
+
+    Args:
+        inputs: values keyed by the names in :data:`INPUTS`; other keys are ignored. A
+            non-mapping counts as all inputs missing.
+
+    Returns:
+        ``insights``, ``severity``, ``next_focus``, ``grip_efficiency``,
+        ``metrics_summary`` and ``missing_metrics``, JSON-ready (all floats finite).
+
+    Edge cases: a missing, None, NaN, infinite, boolean or non-numeric input counts as 0
+    and is listed in ``missing_metrics``; a value outside [0, 1] gets an insight and is
+    clipped before the rules; comparisons are strict, so a value exactly at a threshold
+    does not trigger its rule. Never raises.
+    """
+    source = inputs if isinstance(inputs, Mapping) else {}
+    values: dict[str, float] = {}
+    missing: list[str] = []
+    out_of_range: list[str] = []
+    for name in INPUTS:
+        raw = source.get(name)
+        x, clipped = _read(raw)
+        if x is None:
+            missing.append(name)
+            x = 0.0
+        elif clipped:
+            out_of_range.append(
+                f"{name} = {_show(raw)} is outside [0, 1]; clipped to {x:g} for the rules"
+            )
+        values[name] = x
+
+    shown = {name: _percent(x) for name, x in values.items()}
+    insights = [sentence.format(**shown) for _, holds, sentence in _RULES if holds(values)]
+    next_focus = next((focus for focus, holds, _ in _RULES if holds(values)), "continue")
+
+    if values["grip_attempts"] < 0.001:
+        severity = "critical"
+    elif values["grip_success"] < 0.1 or values["collision_rate"] > 0.5:
+        severity = "warning"
+    else:
+        severity = "ok"
+
+    # Out of bounds informs the reader but, per the contract, never changes next_focus.
+    if values["oob_rate"] > 0.5:
+        insights.append(f"High out-of-bounds rate: {shown['oob_rate']} of episodes end out of bounds")
+    insights.extend(out_of_range)
+    if missing:
+        insights.append(f"Missing metrics (counted as 0 for the rules): {', '.join(missing)}")
+
+    grip_efficiency = 0.0
+    if values["grip_attempts"] > 0:
+        grip_efficiency = values["grip_success"] / values["grip_attempts"]
+        # A subnormal denominator overflows to inf, which strict JSON cannot hold.
+        if not math.isfinite(grip_efficiency):
+            grip_efficiency = sys.float_info.max
+
+    return {
+        "insights": insights,
+        "severity": severity,
+        "next_focus": next_focus,
+        "grip_efficiency": grip_efficiency,
+        "metrics_summary": {
+            "grip_success": shown["grip_success"],
+            "delivery_success": shown["delivery_success"],
+            "end_to_end": shown["end_to_end_success"],
+            "collision_rate": shown["collision_rate"],
+        },
+        "missing_metrics": missing,
+    }
+
+
+def disagreement(existing: Mapping[str, Any] | None, ours: Mapping[str, Any]) -> list[str]:
+    """Human lines for each of ``severity`` / ``next_focus`` where ``existing`` differs from ``ours``.
+
+    Returns an empty list when they agree or when there is no existing analysis (None or
+    not a mapping). A key absent from ``existing`` counts as a difference.
+    """
+    if not isinstance(existing, Mapping):
+        return []
+    lines = []
+    for key in ("severity", "next_focus"):
+        theirs, mine = existing.get(key), ours.get(key)
+        if theirs != mine:
+            stated = repr(theirs) if theirs is not None else "nothing"
+            lines.append(f"{key}: the stored analysis says {stated}, the rules give {mine!r}")
+    return lines

@@ -1,0 +1,187 @@
+"""The ``drex-opt`` command line: registers commands, parses options, prints.
+
+No logic lives here; every command calls one function of a module below and renders
+the result it returns (the same object feeds ``--json``). Heavy libraries (torch,
+pufferlib, optuna) are imported inside the commands so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from drex_opt.errors import UserError
+
+app = typer.Typer(
+    name="drex-opt",
+    help="Behaviour-driven Bayesian hyperparameter search for PufferLib drone pick-and-place training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Shared options, declared once.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error on stderr and exit (2 = bad input)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn :class:`UserError` into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    return wrapper
+
+
+def print_json(obj) -> None:
+    from drex_opt.jsonio import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
+
+
+# ---------------------------------------------------------------- train
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config (the brief's nested JSON): a baseline or a full config.")] = Path("autopilot/configs/baseline_quick.json"),
+    override: Annotated[Optional[Path], typer.Option("--override", help="JSON file of overrides merged on top of --config (validated).")] = None,
+    timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Override train.total_timesteps.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Override train.seed.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: $PUFFER_AUTOPILOT_RUN_DIR or autopilot/runs/<UTC timestamp>).")] = None,
+    env: Annotated[str, typer.Option("--env", help="drone_pp (built in) or a PufferLib environment name such as puffer_drone_delivery.")] = "drone_pp",
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Kill the training after this many seconds (status timeout).")] = None,
+    load_model: Annotated[Optional[Path], typer.Option("--load-model-path", help="Start from this checkpoint (.pt) instead of fresh weights.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one real PufferLib training in a child process and write a run folder."""
+    from drex_opt import runner
+
+    result = runner.train_command(
+        config_path=config, override_path=override, timesteps=timesteps, seed=seed,
+        run_dir=run_dir, env_name=env, timeout=timeout, load_model=load_model,
+        show_progress=not as_json,
+    )
+    if as_json:
+        print_json(result.summary)
+    else:
+        from drex_opt import views
+
+        views.print_train_result(result)
+    if result.summary.get("status") != "completed":
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- analyze
+@app.command()
+@user_errors
+def analyze(
+    path: Annotated[Path, typer.Argument(help="A run folder, a summary.json, a training log, or a JSON object of environment/* metrics.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Explain what the drone does wrong and what to fix next (reads only, never writes)."""
+    from drex_opt import behavior, metrics
+
+    run = metrics.read_run(path)
+    ours = behavior.analyze(run.inputs)
+    if as_json:
+        print_json(ours)
+    else:
+        from drex_opt import views_behavior
+
+        views_behavior.print_analysis(run, ours, behavior.disagreement(run.existing_analysis, ours))
+
+
+# ---------------------------------------------------------------- runs
+@app.command()
+@user_errors
+def runs(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of run folders, each with a summary.json.")] = Path("autopilot/runs"),
+    as_json: JsonOpt = False,
+) -> None:
+    """List past runs oldest first: success rates, severity, focus and the change since the previous run."""
+    from drex_opt import metrics, views_behavior
+
+    found = metrics.list_runs(directory)
+    rows = metrics.run_history(found)
+    views_behavior.print_skipped(found.skipped)
+    if as_json:
+        print_json(rows)
+    else:
+        views_behavior.print_runs(rows, directory)
+
+
+# ---------------------------------------------------------------- validate
+@app.command()
+@user_errors
+def validate(
+    proposal: Annotated[Path, typer.Argument(help="Proposal JSON (overrides in the brief's nested format), e.g. autopilot/proposals/next_config.json.")],
+    baseline: Annotated[str, typer.Option("--baseline", "-b", help="quick, full or a path to a full config.")] = "quick",
+    clamp: Annotated[bool, typer.Option("--clamp", help="Repair the proposal into the safety ranges and print it (exit 0).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a proposal against the brief's safety rules; writes nothing.
+
+    Valid: prints the overrides with the derived batch sizes. Invalid: one line per
+    problem on stderr and exit code 2.
+    """
+    from drex_opt import config, safety
+    from drex_opt.jsonio import read_json_object
+
+    base = config.load_baseline(baseline)
+    result = safety.review(read_json_object(proposal, "proposal"), base, repair=clamp)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        from drex_opt import views_config
+
+        views_config.print_review(result, baseline, clamped=clamp)
+    if not result.valid and not clamp:
+        raise typer.Exit(2)
+
+
+# ---------------------------------------------------------------- spaces
+@app.command()
+@user_errors
+def spaces(
+    focus: Annotated[Optional[str], typer.Argument(help="Show one focus (e.g. improve_grip); omit to list them all.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the search spaces per behavioural focus, or show one in detail."""
+    from drex_opt import spaces as search_spaces
+    from drex_opt import views_config
+
+    if focus is None:
+        loaded = search_spaces.load_all()
+        if as_json:
+            print_json([space.model_dump(mode="json") for space in loaded.values()])
+        else:
+            views_config.print_spaces(loaded)
+        return
+    space = search_spaces.load(focus)
+    if as_json:
+        print_json(space.model_dump(mode="json"))
+    else:
+        views_config.print_space(space)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

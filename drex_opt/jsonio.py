@@ -1,0 +1,87 @@
+"""JSON files read strictly and written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from drex_opt.errors import UserError
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Read a JSON file; NaN/Infinity literals are refused.
+
+    Raises:
+        UserError: missing, unreadable, empty or malformed file (one-line message).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} is a directory, not a JSON file: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {what} {p}: {exc}") from None
+    if not text.strip():
+        raise UserError(f"{what} is empty: {p}")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise UserError(f"{what} is not valid JSON: {p}: {exc}") from None
+
+
+def read_json_object(path: str | Path, what: str = "file") -> dict:
+    """Like :func:`read_json` but the top level must be an object."""
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise UserError(f"{what} must hold a JSON object at the top level, not {type(data).__name__}: {path}")
+    return data
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so the output is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (non-finite floats become null)."""
+    return json.dumps(_finite(obj), indent=indent, sort_keys=False)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write JSON to a temporary file beside ``path`` then rename it into place.
+
+    A crash or a kill mid-write leaves the previous file intact.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = dumps(obj) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p

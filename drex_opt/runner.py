@@ -1,0 +1,327 @@
+"""Parent side of a training run: start the child, follow it live, collect the result.
+
+The child (:mod:`drex_opt.train`) runs in its own process group so a crash, a hang or
+Ctrl-C can never take the caller down: on a timeout, an early stop or an interrupt the
+whole group (PufferLib worker processes included) is terminated. Whatever happens, the
+run folder ends with a complete ``summary.json`` written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from drex_opt.errors import UserError
+from drex_opt.jsonio import write_json_atomic
+
+EVENT_PREFIX = "@drex "  # same as drex_opt.train.EVENT_PREFIX (not imported: it pulls torch)
+BUILTIN_ENV = "drone_pp"
+HISTORY_KEYS_PREFIXES = ("environment/",)
+HISTORY_KEYS = ("agent_steps", "SPS", "uptime", "epoch", "losses/policy_loss", "losses/value_loss",
+                "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance")
+KILL_GRACE_S = 3.0
+
+# Environment the owner's autopilot scripts read and write.
+ENV_RUN_DIR = "PUFFER_AUTOPILOT_RUN_DIR"
+ENV_RUN_ID = "PUFFER_AUTOPILOT_RUN_ID"
+ENV_SUMMARY = "PUFFER_AUTOPILOT_SUMMARY"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or failed) run left behind."""
+
+    run_dir: Path
+    summary: dict
+    summary_path: Path
+    history: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.get("status") == "completed"
+
+
+# A callback given each progress event; returning a string stops the run early with that reason.
+StopRule = Callable[[dict, list], Optional[str]]
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def default_run_dir() -> Path:
+    env_dir = os.environ.get(ENV_RUN_DIR)
+    return Path(env_dir) if env_dir else Path("autopilot") / "runs" / utc_stamp()
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create the run folder; a path that cannot be a writable folder is a user error."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"run dir is not writable: {run_dir}: {exc.strerror or exc}") from None
+    return run_dir
+
+
+def thread_env(threads: int | None) -> dict:
+    """Variables that cap torch/BLAS threads so parallel trials share the cores."""
+    if not threads:
+        return {}
+    n = str(int(threads))
+    return {"DREX_TORCH_THREADS": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _compact(event: dict) -> dict:
+    return {k: v for k, v in event.items()
+            if k in HISTORY_KEYS or k.startswith(HISTORY_KEYS_PREFIXES)}
+
+
+def run_training(
+    config: dict,
+    run_dir: Path,
+    env_name: str = BUILTIN_ENV,
+    timeout: float | None = None,
+    load_model: str | Path | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    stop_rule: StopRule | None = None,
+    threads: int | None = None,
+    log_mirror: Path | None = None,
+    summary_copy: Path | None = None,
+    extra_env: dict | None = None,
+) -> TrainResult:
+    """Train ``config`` (an effective, validated run config) in a child process.
+
+    Args:
+        config: the nested run config; written to ``run_dir/config.json``.
+        run_dir: the run folder (created).
+        env_name: ``drone_pp`` or a PufferLib environment name.
+        timeout: seconds before the child is killed (status ``timeout``).
+        load_model: checkpoint to start from.
+        on_event: called with every event the child reports (start/progress/final/error).
+        stop_rule: called with every progress event and the history so far; a returned
+            reason stops the run (status ``stopped``, the reason in ``error``).
+        threads: cap on torch/BLAS threads in the child.
+        log_mirror: a second file that receives the training log as it is written.
+        summary_copy: a second path the summary is written to (``$PUFFER_AUTOPILOT_SUMMARY``).
+        extra_env: more environment variables for the child.
+
+    Returns:
+        The :class:`TrainResult`; ``summary["status"]`` is ``completed``, ``failed``,
+        ``timeout`` or ``stopped``. KeyboardInterrupt is re-raised after the child is
+        stopped and a ``failed`` summary (error ``interrupted``) is written.
+    """
+    run_dir = prepare_run_dir(Path(run_dir))
+    config_path = write_json_atomic(run_dir / "config.json", config)
+    cmd = [sys.executable, "-m", "drex_opt.train", "--config", str(config_path),
+           "--run-dir", str(run_dir), "--env", env_name]
+    if load_model:
+        cmd += ["--load-model", str(load_model)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **thread_env(threads), **(extra_env or {}))
+    env.setdefault(ENV_RUN_DIR, str(run_dir))
+    env.setdefault(ENV_RUN_ID, run_dir.name)
+    started = time.time()
+    timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    state = {"status": None, "error": None, "final": None, "last": {}, "start": {}}
+    history: list[dict] = []
+
+    log = open(run_dir / "train.log", "w", encoding="utf-8")
+    mirror = open(log_mirror, "w", encoding="utf-8") if log_mirror else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, start_new_session=True, text=True, bufsize=1, errors="replace")
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        eof = False
+        while not eof:
+            if timeout is not None and time.time() - started > timeout:
+                state["status"], state["error"] = "timeout", f"killed after the {timeout:g} s timeout"
+                break
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                eof = True
+                break
+            for fh in (log, mirror):
+                if fh:
+                    fh.write(line)
+                    fh.flush()
+            if not line.startswith(EVENT_PREFIX):
+                continue
+            event = _parse_event(line)
+            if event is None:
+                continue
+            kind = event.get("event")
+            if kind == "start":
+                state["start"] = event
+            elif kind == "progress":
+                state["last"] = event
+                history.append(_compact(event))
+                if stop_rule is not None:
+                    reason = stop_rule(event, history)
+                    if reason:
+                        state["status"], state["error"] = "stopped", reason
+                        break
+            elif kind == "final":
+                state["final"] = event
+                state["last"] = event
+            elif kind == "error":
+                state["error"] = event.get("error")
+            if on_event is not None:
+                on_event(event)
+    except KeyboardInterrupt:
+        _kill_group(proc)
+        state["status"], state["error"] = "failed", "interrupted"
+        _finish(run_dir, config, env_name, timestamp, started, state, history, summary_copy)
+        log.close()
+        if mirror:
+            mirror.close()
+        raise
+    _kill_group(proc)
+    code = proc.wait()
+    reader.join(timeout=1.0)
+    log.close()
+    if mirror:
+        mirror.close()
+    if state["status"] is None:
+        if code == 0 and state["final"] is not None:
+            state["status"] = "completed"
+        else:
+            state["status"] = "failed"
+            if not state["error"]:
+                state["error"] = (f"training process killed by signal {-code}" if code < 0
+                                  else f"training process exited with code {code}")
+    summary = _finish(run_dir, config, env_name, timestamp, started, state, history, summary_copy)
+    return TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json", history=history)
+
+
+def _parse_event(line: str) -> dict | None:
+    import json
+
+    try:
+        event = json.loads(line[len(EVENT_PREFIX):])
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _finish(run_dir: Path, config: dict, env_name: str, timestamp: str, started: float,
+            state: dict, history: list, summary_copy: Path | None) -> dict:
+    """Build and atomically write ``summary.json`` (and its copy)."""
+    from drex_opt import metrics
+
+    last = state["final"] or state["last"] or {}
+    raw = {k: v for k, v in last.items() if k not in ("event", "checkpoint")}
+    named = metrics.named_metrics(raw)  # includes the behavioral analysis
+    analysis = named.pop("behavioral_analysis")
+    checkpoint = (state["final"] or {}).get("checkpoint")
+    summary = {
+        "run_id": run_dir.name,
+        "timestamp": timestamp,
+        "seed": config.get("train", {}).get("seed"),
+        "env": env_name,
+        "status": state["status"],
+        "error": state["error"],
+        "agent_steps": last.get("agent_steps", 0),
+        "total_timesteps": config.get("train", {}).get("total_timesteps"),
+        "wall_time_s": round(time.time() - started, 3),
+        "checkpoint": checkpoint,
+        **named,
+        "metrics": raw,
+        "notes": state["start"].get("notes", []),
+        "history": history,
+        "behavioral_analysis": analysis,
+    }
+    write_json_atomic(run_dir / "summary.json", summary)
+    if summary_copy:
+        write_json_atomic(summary_copy, summary)
+    return summary
+
+
+def check_env_name(env_name: str) -> None:
+    """``drone_pp`` or an env declared by the installed PufferLib's configs, else UserError.
+
+    Reads PufferLib's ``.ini`` files without importing PufferLib (which pulls torch).
+    """
+    if env_name == BUILTIN_ENV:
+        return
+    import configparser
+    import importlib.util
+
+    spec = importlib.util.find_spec("pufferlib")
+    root = Path(spec.origin).parent if spec and spec.origin else None
+    if root is not None:
+        for ini in sorted((root / "config").glob("**/*.ini")):
+            parser = configparser.ConfigParser()
+            try:
+                parser.read(ini)
+            except configparser.Error:
+                continue
+            if parser.has_section("base") and env_name in parser["base"].get("env_name", "").split():
+                return
+    raise UserError(f"unknown env {env_name!r}: use drone_pp or an environment of the installed PufferLib "
+                    "(such as puffer_drone_delivery)")
+
+
+def train_command(config_path: Path, override_path: Path | None, timesteps: int | None, seed: int | None,
+                  run_dir: Path | None, env_name: str, timeout: float | None, load_model: Path | None,
+                  show_progress: bool = True) -> TrainResult:
+    """``drex-opt train``: validate everything first, then one run with a progress bar."""
+    from drex_opt import config as run_config
+
+    extra: dict = {}
+    if timesteps is not None:
+        extra.setdefault("train", {})["total_timesteps"] = timesteps
+    if seed is not None:
+        extra.setdefault("train", {})["seed"] = seed
+    cfg = run_config.resolve(config_path, override_path, extra or None)
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {timeout:g}")
+    if load_model is not None and not Path(load_model).is_file():
+        raise UserError(f"checkpoint not found: {load_model}")
+    check_env_name(env_name)
+    target = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir())
+    summary_copy = Path(os.environ[ENV_SUMMARY]) if os.environ.get(ENV_SUMMARY) else None
+    if not show_progress:
+        return run_training(cfg, target, env_name, timeout, load_model, summary_copy=summary_copy)
+    from drex_opt import views
+
+    with views.TrainProgress(cfg["train"]["total_timesteps"]) as progress:
+        return run_training(cfg, target, env_name, timeout, load_model, on_event=progress.update,
+                            summary_copy=summary_copy)

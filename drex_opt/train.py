@@ -1,0 +1,318 @@
+"""Child-process entry point: one real PufferLib (PuffeRL) training run.
+
+Run as ``python -m drex_opt.train --config CONFIG --run-dir DIR [--env NAME]``. The
+parent (:mod:`drex_opt.runner`) reads stdout line by line: lines starting with
+:data:`EVENT_PREFIX` are JSON events (``start``, ``progress``, ``final``, ``error``),
+everything else is plain log text. The parent writes ``summary.json``; this process only
+trains, reports and saves the checkpoint, so a crash here can never leave a half-written
+summary behind.
+
+Exit codes: 0 trained, 1 crashed, 3 NaN losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import glob
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+EVENT_PREFIX = "@drex "
+BUILTIN_ENV = "drone_pp"
+POLICY_HIDDEN = 128
+# Final metrics average the environment statistics over this last share of the run,
+# so they describe the trained policy rather than one noisy report.
+FINAL_WINDOW = 0.15
+PROGRESS_PERIOD_S = 1.0
+EXIT_NAN = 3
+# Failure injection for tests and drills: "nan" poisons the policy weights, "crash" raises,
+# "hang" stops responding; each fires once the run has passed its first progress report.
+FAULT_ENV = "DREX_INJECT_FAULT"
+
+
+def emit(event: str, **fields) -> None:
+    """Write one machine-readable event line on stdout."""
+    fields["event"] = event
+    sys.stdout.write(EVENT_PREFIX + json.dumps(fields, default=float, allow_nan=True) + "\n")
+    sys.stdout.flush()
+
+
+class TrainingFailed(Exception):
+    """A run that cannot produce a trustworthy result (NaN losses, ...)."""
+
+    exit_code = 1
+
+
+class NaNLosses(TrainingFailed):
+    exit_code = EXIT_NAN
+
+
+class StatWindow:
+    """Accumulates ``environment/*`` statistics weighted by the episodes they cover."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weight = 0.0
+
+    def add(self, logs: dict) -> None:
+        env = {k: v for k, v in logs.items() if k.startswith("environment/")}
+        if not env:
+            return
+        w = env.get("environment/n", 1.0)
+        w = float(w) if isinstance(w, (int, float)) and math.isfinite(w) and w > 0 else 1.0
+        for k, v in env.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self.sums[k] = self.sums.get(k, 0.0) + float(v) * w
+        self.weight += w
+
+    def means(self) -> dict[str, float]:
+        if self.weight <= 0:
+            return {}
+        return {k: v / self.weight for k, v in self.sums.items()}
+
+
+def _puffer_defaults() -> dict:
+    """PufferLib's own ``[train]`` defaults (keys the brief does not expose)."""
+    import pufferlib
+
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(os.path.dirname(pufferlib.__file__), "config", "default.ini"))
+    return _section(parser, "train")
+
+
+def _literal(raw: str):
+    import ast
+
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw.strip()
+
+
+def _ocean_config(env_name: str) -> configparser.ConfigParser:
+    """The PufferLib ``.ini`` that declares ``env_name`` (as ``pufferl.load_config`` finds it)."""
+    import pufferlib
+
+    root = os.path.dirname(pufferlib.__file__)
+    default = os.path.join(root, "config", "default.ini")
+    for path in glob.glob(os.path.join(root, "config", "**", "*.ini"), recursive=True):
+        parser = configparser.ConfigParser()
+        parser.read([default, path])
+        if env_name in parser["base"].get("env_name", "").split():
+            return parser
+    raise TrainingFailed(f"unknown environment {env_name!r}: not drone_pp and not in the installed PufferLib's configs")
+
+
+def _section(parser: configparser.ConfigParser, name: str) -> dict:
+    return {k: _literal(v) for k, v in parser[name].items()} if parser.has_section(name) else {}
+
+
+def build(config: dict, env_name: str, seed: int):
+    """Vector env and policy for ``env_name`` with the run config's topology."""
+    import pufferlib
+    import pufferlib.models
+    import pufferlib.vector
+
+    vec = config["vec"]
+    backend = pufferlib.vector.Serial if vec["num_workers"] == 1 else pufferlib.vector.Multiprocessing
+    notes = []
+    if env_name == BUILTIN_ENV:
+        from drex_opt.envs import drone_pp
+
+        vecenv = pufferlib.vector.make(
+            drone_pp.make, backend=backend, num_envs=vec["num_envs"], num_workers=vec["num_workers"],
+            env_kwargs={"num_envs": config["env"]["num_envs"], "num_drones": config["env"]["num_drones"]},
+            seed=seed,
+        )
+        policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=POLICY_HIDDEN)
+        return vecenv, policy, notes
+
+    import importlib
+
+    parser = _ocean_config(env_name)
+    package = parser["base"].get("package", "ocean")
+    module = importlib.import_module("pufferlib.ocean" if package == "ocean" else f"pufferlib.environments.{package}")
+    try:
+        creator = module.env_creator(env_name)
+    except Exception as exc:  # noqa: BLE001 - any import/build problem of a foreign env
+        raise TrainingFailed(f"environment {env_name!r} is not available in this PufferLib build: {exc}") from exc
+    env_kwargs = _section(parser, "env")
+    for key in ("num_envs", "num_drones"):
+        if key in env_kwargs:
+            env_kwargs[key] = config["env"][key]
+        else:
+            notes.append(f"env.{key} does not apply to {env_name}")
+    vecenv = pufferlib.vector.make(creator, backend=backend, num_envs=vec["num_envs"],
+                                   num_workers=vec["num_workers"], env_kwargs=env_kwargs, seed=seed)
+    policy_name = parser["base"].get("policy_name", "Policy")
+    policy_cls = getattr(module.torch, policy_name, None) if hasattr(module, "torch") else None
+    if policy_cls is None:
+        policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=POLICY_HIDDEN)
+    else:
+        policy = policy_cls(vecenv.driver_env, **_section(parser, "policy"))
+        rnn_name = _literal(parser["base"].get("rnn_name", "None"))
+        if rnn_name:
+            policy = getattr(module.torch, rnn_name)(vecenv.driver_env, policy, **_section(parser, "rnn"))
+    return vecenv, policy, notes
+
+
+def train_config(config: dict, env_name: str, run_dir: Path, num_agents: int) -> dict:
+    """PuffeRL's flat train dict: PufferLib defaults, then the run config's train keys."""
+    cfg = _puffer_defaults()
+    cfg.update(config["train"])
+    cfg["env"] = env_name
+    cfg["data_dir"] = str(run_dir / "checkpoints")
+    cfg["use_rnn"] = False
+    derived = num_agents * cfg["bptt_horizon"]
+    if cfg["batch_size"] != derived:
+        # A foreign env whose agent count ignores env.num_envs x env.num_drones.
+        cfg["batch_size"] = cfg["minibatch_size"] = cfg["max_minibatch_size"] = derived
+    return cfg
+
+
+def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> int:
+    import warnings
+
+    # Noise on every CPU run: a deprecated NVML binding and autocast without CUDA.
+    warnings.filterwarnings("ignore", message=".*pynvml package is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*CUDA is not available.*autocast.*")
+    import numpy as np
+    import torch
+
+    threads = int(os.environ.get("DREX_TORCH_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    seed = int(config["train"]["seed"])
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+    import pufferlib.pufferl as pufferl
+
+    class QuietPuffeRL(pufferl.PuffeRL):
+        """PuffeRL without its full-screen dashboard: progress goes out as events."""
+
+        def print_dashboard(self, *args, **kwargs):
+            return None
+
+    vecenv, policy, notes = build(config, env_name, seed)
+    device = config["train"]["device"]
+    policy = policy.to(device)
+    if load_model:
+        state = torch.load(load_model, map_location=device)
+        policy.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
+    cfg = train_config(config, env_name, run_dir, vecenv.num_agents)
+    cfg["use_rnn"] = hasattr(policy, "lstm")
+    optimizer = cfg["optimizer"]
+    if optimizer == "adamw":
+        cfg["optimizer"] = "adam"  # PufferLib 3.0 builds adam/muon; swapped for AdamW below
+    trainer = QuietPuffeRL(cfg, vecenv, policy)
+    if optimizer == "adamw":
+        trainer.optimizer = torch.optim.AdamW(
+            trainer.policy.parameters(), lr=cfg["learning_rate"],
+            betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"])
+        trainer.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(trainer.optimizer, T_max=trainer.total_epochs)
+        cfg["optimizer"] = "adamw"
+
+    total = int(cfg["total_timesteps"])
+    emit("start", env=env_name, agents=vecenv.num_agents, batch_size=cfg["batch_size"],
+         total_timesteps=total, seed=seed, notes=notes, load_model=load_model)
+    window, final = StatWindow(), StatWindow()
+    last_emit = 0.0
+    last_logs: dict = {}
+    while trainer.global_step < total:
+        try:
+            trainer.evaluate()
+            logs = trainer.train()
+        except Exception as exc:
+            if not _weights_finite(trainer):
+                # Divergence usually surfaces as an invalid action distribution, not NaN losses.
+                raise NaNLosses(f"policy weights became NaN/inf at step {trainer.global_step} "
+                                f"({type(exc).__name__})") from exc
+            raise
+        if logs is None:
+            continue
+        last_logs = logs
+        bad = [k for k, v in logs.items() if k.startswith("losses/") and isinstance(v, float) and math.isnan(v)]
+        if bad:
+            raise NaNLosses(f"NaN in {bad[0]} at step {trainer.global_step}")
+        window.add(logs)
+        if trainer.global_step >= (1 - FINAL_WINDOW) * total:
+            final.add(logs)
+        now = time.time()
+        if now - last_emit >= PROGRESS_PERIOD_S:
+            emit("progress", **_progress(logs, trainer, window.means()))
+            window, last_emit = StatWindow(), now
+            _inject_fault(os.environ.get(FAULT_ENV), trainer)
+
+    model_path = trainer.close()
+    checkpoint = run_dir / "model.pt"
+    shutil.copy(model_path, checkpoint)
+    metrics = _progress(last_logs, trainer, final.means() or window.means())
+    emit("final", checkpoint=str(checkpoint), **metrics)
+    return 0
+
+
+def _weights_finite(trainer) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in trainer.uncompiled_policy.parameters())
+
+
+def _inject_fault(fault: str | None, trainer) -> None:
+    if not fault:
+        return
+    if fault == "nan":
+        import torch
+
+        with torch.no_grad():
+            for p in trainer.uncompiled_policy.parameters():
+                p.fill_(float("nan"))
+    elif fault == "crash":
+        raise RuntimeError("injected crash")
+    elif fault == "hang":
+        while True:
+            time.sleep(60)
+
+
+def _progress(logs: dict, trainer, env_means: dict) -> dict:
+    out = {k: v for k, v in logs.items() if not k.startswith("environment/") and isinstance(v, (int, float))}
+    out.update(env_means)
+    out["agent_steps"] = int(trainer.global_step)
+    out["epoch"] = int(trainer.epoch)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True, help="effective run config JSON")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--env", default=BUILTIN_ENV)
+    parser.add_argument("--load-model", default=None)
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    try:
+        config = json.loads(Path(args.config).read_text())
+        return run(config, run_dir, args.env, args.load_model)
+    except TrainingFailed as exc:
+        emit("error", error=str(exc))
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - any crash becomes a failed run, reported
+        traceback.print_exc()
+        emit("error", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    # PufferLib's utilisation thread and worker pools may linger; the run is over.
+    os._exit(code)

@@ -1,0 +1,65 @@
+"""Terminal rendering for training runs (rich); the JSON views print the same objects."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class TrainProgress:
+    """A live progress bar fed with the child's events (steps, SPS, grip/delivery)."""
+
+    def __init__(self, total_steps: int, description: str = "training") -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self.task = self.progress.add_task(description, total=total_steps, info="starting")
+
+    def __enter__(self) -> "TrainProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, event: dict) -> None:
+        if event.get("event") not in ("progress", "final"):
+            return
+        grip = event.get("environment/perfect_grip")
+        deliv = event.get("environment/perfect_deliv")
+        info = f"{event.get('SPS', 0):,.0f} SPS"
+        if grip is not None:
+            info += f"  grip {grip:.0%}  deliv {deliv or 0:.0%}"
+        self.progress.update(self.task, completed=event.get("agent_steps", 0), info=info)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def print_train_result(result) -> None:
+    """One-screen view of a finished run."""
+    s = result.summary
+    colour = {"completed": "green", "timeout": "yellow", "stopped": "yellow"}.get(s["status"], "red")
+    out = Console()
+    out.print(f"[bold {colour}]{s['status']}[/] {s['run_id']}  {s.get('agent_steps', 0):,} steps in "
+              f"{s.get('wall_time_s', 0):.1f} s  ->  {result.summary_path}")
+    if s.get("error"):
+        out.print(f"[red]error:[/] {s['error']}")
+    table = Table(show_header=True, header_style="bold")
+    for col in ("grip", "delivery", "end-to-end", "mean reward", "SPS"):
+        table.add_column(col, justify="right")
+    ext = s.get("metrics_extended") or {}
+    reward = s.get("mean_reward")
+    table.add_row(_pct(s.get("grip_success")), _pct(s.get("delivery_success")), _pct(s.get("end_to_end_success")),
+                  "-" if reward is None else f"{reward:.2f}", f"{ext.get('SPS') or 0:,.0f}")
+    out.print(table)
+    ba = s.get("behavioral_analysis") or {}
+    out.print(f"behaviour: [bold]{ba.get('severity')}[/], next focus [bold]{ba.get('next_focus')}[/]")
+    for line in ba.get("insights", []):
+        out.print(f"  - {line}")

@@ -1,0 +1,207 @@
+"""``drex-opt analyze`` and ``drex-opt runs`` through typer's runner and the real console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drex_opt import behavior
+from drex_opt.cli import app
+
+CONSOLE_SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "drex-opt"
+
+runner = CliRunner()
+
+INPUTS = {
+    "grip_success": 0.35,
+    "delivery_success": 0.02,
+    "end_to_end_success": 0.0,
+    "grip_attempts": 0.6,
+    "delivery_attempts": 0.1,
+    "hover_efficiency": 0.2,
+    "collision_rate": 0.03,
+    "oob_rate": 0.1,
+}
+
+
+def summary(run_id: str, timestamp: str, grip: float, deliv: float, e2e: float, existing: dict | None = None) -> dict:
+    extended = {k: INPUTS[k] for k in ("grip_attempts", "delivery_attempts", "hover_efficiency", "collision_rate", "oob_rate")}
+    data = {
+        "run_id": run_id, "timestamp": timestamp,
+        "grip_success": grip, "delivery_success": deliv, "end_to_end_success": e2e,
+        "mean_reward": 1.0, "episode_length": 900, "metrics_extended": extended,
+    }
+    if existing is not None:
+        data["behavioral_analysis"] = existing
+    return data
+
+
+def write_run(root: Path, name: str, data: dict | str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    return folder
+
+
+def assert_one_line_error(result_code: int, stdout: str, stderr: str, *needles: str) -> None:
+    assert result_code == 2
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+class TestAnalyze:
+    def test_json_is_our_analysis(self, tmp_path):
+        stored = {"severity": "critical", "next_focus": "diagnostic_grip", "insights": ["stale"]}
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0, stored))
+        result = runner.invoke(app, ["analyze", str(folder), "--json"])
+        assert result.exit_code == 0, result.output
+        printed = json.loads(result.stdout)
+        assert printed == behavior.analyze(INPUTS)
+        assert printed["next_focus"] == "improve_carrying"
+
+    def test_human_view_with_disagreement(self, tmp_path):
+        stored = {"severity": "critical", "next_focus": "diagnostic_grip"}
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0, stored))
+        result = runner.invoke(app, ["analyze", str(folder)])
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        assert "OK" in out and "improve_carrying" in out
+        assert "Can grip but cannot deliver" in out
+        assert "35.0%" in out and "environment/perfect_grip" in out
+        assert "disagrees" in out
+        assert "'critical'" in out and "'diagnostic_grip'" in out
+
+    def test_human_view_agreeing(self, tmp_path):
+        stored = {"severity": "ok", "next_focus": "improve_carrying"}
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0, stored))
+        out = runner.invoke(app, ["analyze", str(folder)]).stdout
+        assert "agrees" in out and "disagrees" not in out
+
+    def test_log_file(self, tmp_path):
+        log = tmp_path / "train.log"
+        raw = {"environment/perfect_grip": 0.0, "environment/to_pickup": 0.0}
+        log.write_text("boot\n" + "12:00 " + json.dumps(raw) + "\n")
+        result = runner.invoke(app, ["analyze", str(log), "--json"])
+        assert result.exit_code == 0, result.output
+        printed = json.loads(result.stdout)
+        assert printed["severity"] == "critical" and printed["next_focus"] == "diagnostic_grip"
+
+    def test_never_writes(self, tmp_path):
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0))
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        runner.invoke(app, ["analyze", str(folder)])
+        runner.invoke(app, ["analyze", str(folder), "--json"])
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+    @pytest.mark.parametrize(
+        "content, needle",
+        [("{not json", "not valid JSON"), ("", "empty"), ('{"foo": 1}', "no behaviour metrics"), ("[]", "JSON object")],
+    )
+    def test_bad_input_exit_2_one_line(self, tmp_path, content, needle):
+        path = tmp_path / "summary.json"
+        path.write_text(content)
+        result = runner.invoke(app, ["analyze", str(path)])
+        assert_one_line_error(result.exit_code, result.stdout, result.stderr, needle, str(path))
+
+    def test_missing_path(self, tmp_path):
+        result = runner.invoke(app, ["analyze", str(tmp_path / "nope"), "--json"])
+        assert_one_line_error(result.exit_code, result.stdout, result.stderr, "not found")
+
+
+class TestRuns:
+    def make_history(self, root: Path) -> None:
+        # Folder names sort opposite to time: the listing must follow the timestamps.
+        write_run(root, "c", summary("c", "2025-11-26T10:00:00Z", 0.05, 0.0, 0.0))
+        write_run(root, "b", summary("b", "2025-11-26T11:00:00Z", 0.35, 0.02, 0.0,
+                                     {"severity": "ok", "next_focus": "tune_grip"}))
+        write_run(root, "a", summary("a", "2025-11-26T12:00:00Z", 0.6, 0.4, 0.25))
+
+    def test_json_order_and_deltas(self, tmp_path):
+        self.make_history(tmp_path)
+        result = runner.invoke(app, ["runs", str(tmp_path), "--json"])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)
+        assert [r["run_id"] for r in rows] == ["c", "b", "a"]
+        assert [r["next_focus"] for r in rows] == ["improve_grip", "improve_carrying", "optimize_performance"]
+        assert [r["severity"] for r in rows] == ["warning", "ok", "ok"]
+        assert rows[0]["delta"] == {"grip_success": None, "delivery_success": None, "end_to_end_success": None}
+        assert rows[1]["delta"] == {"grip_success": 30.0, "delivery_success": 2.0, "end_to_end_success": 0.0}
+        assert rows[2]["delta"] == {"grip_success": 25.0, "delivery_success": 38.0, "end_to_end_success": 25.0}
+        assert set(rows[0]) >= {"run_id", "path", "timestamp", "grip_success", "delivery_success",
+                                "end_to_end_success", "severity", "next_focus", "delta"}
+        assert rows[2]["path"] == str(tmp_path / "a") and rows[2]["timestamp"] == "2025-11-26T12:00:00Z"
+        assert rows[1]["disagreement"] and not rows[0]["disagreement"]
+
+    def test_human_table(self, tmp_path):
+        self.make_history(tmp_path)
+        result = runner.invoke(app, ["runs", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        positions = [out.index(f"  {name} ") for name in ("c", "b *", "a")]
+        assert positions == sorted(positions)
+        assert "improve_carrying" in out and "WARNING" in out
+        assert "+30.0" in out and "+38.0" in out
+
+    def test_empty_dir(self, tmp_path):
+        result = runner.invoke(app, ["runs", str(tmp_path), "--json"])
+        assert result.exit_code == 0 and json.loads(result.stdout) == []
+        result = runner.invoke(app, ["runs", str(tmp_path)])
+        assert result.exit_code == 0 and "No run folder" in result.stdout
+
+    def test_missing_dir(self, tmp_path):
+        result = runner.invoke(app, ["runs", str(tmp_path / "nope")])
+        assert_one_line_error(result.exit_code, result.stdout, result.stderr, "not found")
+
+    def test_default_dir(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        result = runner.invoke(app, ["runs", "--json"])
+        assert_one_line_error(result.exit_code, result.stdout, result.stderr, "autopilot/runs")
+        self.make_history(tmp_path / "autopilot" / "runs")
+        result = runner.invoke(app, ["runs", "--json"])
+        assert result.exit_code == 0 and len(json.loads(result.stdout)) == 3
+
+    def test_unreadable_run_is_a_warning_on_stderr(self, tmp_path):
+        self.make_history(tmp_path)
+        write_run(tmp_path, "broken", "{")
+        result = runner.invoke(app, ["runs", str(tmp_path), "--json"])
+        assert result.exit_code == 0
+        assert len(json.loads(result.stdout)) == 3
+        assert result.stderr.startswith("warning: skipped") and "broken" in result.stderr
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="console script not installed")
+class TestConsoleScript:
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+    @pytest.mark.parametrize(
+        "content, needle", [("{\"grip_success\": 0.5,", "not valid JSON"), ("", "empty")]
+    )
+    def test_bad_file(self, tmp_path, content, needle):
+        path = tmp_path / "summary.json"
+        path.write_text(content)
+        done = self.run("analyze", str(path))
+        assert_one_line_error(done.returncode, done.stdout, done.stderr, needle, str(path))
+
+    def test_missing_path(self, tmp_path):
+        done = self.run("analyze", str(tmp_path / "missing"), "--json")
+        assert_one_line_error(done.returncode, done.stdout, done.stderr, "not found")
+
+    def test_missing_runs_dir(self, tmp_path):
+        done = self.run("runs", str(tmp_path / "missing"))
+        assert_one_line_error(done.returncode, done.stdout, done.stderr, "not found")
+
+    def test_analyze_json_ok(self, tmp_path):
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0))
+        done = self.run("analyze", str(folder), "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == behavior.analyze(INPUTS)

@@ -1,0 +1,170 @@
+"""`drex-opt train` through the real console script and real PufferLib training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drex_opt import behavior
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "drex-opt")
+QUICK = str(ROOT / "autopilot" / "configs" / "baseline_quick.json")
+
+
+def drex(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PUFFER_AUTOPILOT_") and k != "DREX_INJECT_FAULT"}
+    full_env.update(env or {})
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = drex("train", "--config", QUICK, "--timesteps", "100000", "--seed", "3", "--run-dir", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert json.loads(proc.stdout) == summary
+    assert summary["status"] == "completed" and summary["error"] is None
+    assert summary["seed"] == 3 and summary["env"] == "drone_pp"
+    assert summary["agent_steps"] >= 100_000
+    assert summary["run_id"] == "run"
+    for key in ("grip_success", "delivery_success", "end_to_end_success", "mean_reward", "episode_length"):
+        assert isinstance(summary[key], float), key
+    assert 0.0 <= summary["grip_success"] <= 1.0
+    ext = summary["metrics_extended"]
+    assert ext["SPS"] > 0 and ext["grip_attempts"] is not None and ext["value_loss"] is not None
+    assert "environment/perfect_grip" in summary["metrics"] and "losses/policy_loss" in summary["metrics"]
+    assert summary["history"] and summary["history"][-1]["agent_steps"] <= summary["agent_steps"]
+    assert summary["behavioral_analysis"]["next_focus"] in behavior.FOCI
+    assert Path(summary["checkpoint"]).is_file() and summary["checkpoint"].endswith("model.pt")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["total_timesteps"] == 100_000 and config["train"]["seed"] == 3
+    log = (run_dir / "train.log").read_text()
+    assert '@drex {"event": "start"' not in log or "progress" in log
+    assert sum(1 for line in log.splitlines() if line.startswith("@drex ")) >= 2
+
+
+@pytest.mark.slow
+def test_train_honours_the_autopilot_environment(tmp_path):
+    run_dir = tmp_path / "autopilot-run"
+    copy = tmp_path / "elsewhere" / "summary.json"
+    proc = drex("train", "--config", QUICK, "--timesteps", "30000",
+                env={"PUFFER_AUTOPILOT_RUN_DIR": str(run_dir), "PUFFER_AUTOPILOT_SUMMARY": str(copy)})
+    assert proc.returncode == 0, proc.stderr
+    assert (run_dir / "summary.json").is_file()
+    assert json.loads(copy.read_text())["run_id"] == "autopilot-run"
+
+
+@pytest.mark.slow
+def test_nan_weights_make_a_failed_run_with_a_partial_summary(tmp_path):
+    run_dir = tmp_path / "nan"
+    proc = drex("train", "--config", QUICK, "--timesteps", "2000000", "--run-dir", str(run_dir),
+                env={"DREX_INJECT_FAULT": "nan"})
+    assert proc.returncode == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "NaN" in summary["error"]
+    assert summary["history"], "the progress before the failure is kept"
+    assert summary["agent_steps"] < 2_000_000
+
+
+@pytest.mark.slow
+def test_a_crashing_child_is_a_failed_run(tmp_path):
+    run_dir = tmp_path / "crash"
+    proc = drex("train", "--config", QUICK, "--timesteps", "2000000", "--run-dir", str(run_dir),
+                env={"DREX_INJECT_FAULT": "crash"})
+    assert proc.returncode == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "injected crash" in summary["error"]
+    assert "Traceback" in (run_dir / "train.log").read_text()  # the child's traceback is in the log
+
+
+@pytest.mark.slow
+def test_a_hung_child_is_killed_at_the_timeout(tmp_path):
+    run_dir = tmp_path / "hang"
+    proc = drex("train", "--config", QUICK, "--timesteps", "2000000", "--run-dir", str(run_dir),
+                "--timeout", "12", env={"DREX_INJECT_FAULT": "hang"})
+    assert proc.returncode == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "timeout"
+    assert 12 <= summary["wall_time_s"] < 60
+    leftover = subprocess.run(["pgrep", "-f", f"--run-dir {run_dir}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "the child process group was stopped"
+
+
+@pytest.mark.slow
+def test_a_pufferlib_env_by_name(tmp_path):
+    """--env trains an environment of the installed PufferLib with the same summary."""
+    run_dir = tmp_path / "foreign"
+    proc = drex("train", "--config", QUICK, "--timesteps", "3000", "--env", "puffer_pysquared",
+                "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["env"] == "puffer_pysquared"
+    assert summary["agent_steps"] >= 3000
+    assert summary["grip_success"] is None  # that env logs no drone statistics
+    assert "grip_success" in summary["behavioral_analysis"]["missing_metrics"]
+    assert any("num_drones" in note for note in summary["notes"])
+
+
+def test_missing_config(tmp_path):
+    assert_one_line_error(drex("train", "--config", str(tmp_path / "nope.json")), "nope.json")
+
+
+def test_malformed_config(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ not json")
+    assert_one_line_error(drex("train", "--config", str(bad)), "bad.json")
+
+
+def test_invalid_override_names_the_key(tmp_path):
+    override = tmp_path / "override.json"
+    override.write_text(json.dumps({"train": {"learning_rate": 2.0}, "env": {"reward_grip": 1}}))
+    run_dir = tmp_path / "run"
+    proc = drex("train", "--config", QUICK, "--override", str(override), "--run-dir", str(run_dir))
+    assert_one_line_error(proc, "train.learning_rate", "env.reward_grip")
+    assert not run_dir.exists(), "nothing is written before the config validates"
+
+
+def test_unknown_env(tmp_path):
+    assert_one_line_error(drex("train", "--config", QUICK, "--env", "puffer_nonexistent", "--run-dir",
+                               str(tmp_path / "r")), "puffer_nonexistent")
+
+
+def test_unwritable_run_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_one_line_error(drex("train", "--config", QUICK, "--run-dir", str(blocker / "run")), "run dir")
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_one_line_error(drex("train", "--config", QUICK, "--load-model-path", str(tmp_path / "x.pt"),
+                               "--run-dir", str(tmp_path / "r")), "x.pt")
+
+
+def test_help_is_fast_and_lists_commands():
+    proc = drex("--help")
+    assert proc.returncode == 0
+    for command in ("train", "analyze", "runs", "validate", "spaces"):
+        assert command in proc.stdout
+    # --help must not import the heavy libraries
+    probe = subprocess.run([sys.executable, "-c", "import sys; from drex_opt import cli; "
+                            "print(sorted(m for m in ('torch', 'pufferlib', 'optuna') if m in sys.modules))"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert probe.stdout.strip() == "[]"
