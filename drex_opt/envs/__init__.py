@@ -1,0 +1,1 @@
+"""Environments bundled with drex-opt."""
