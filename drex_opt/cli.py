@@ -179,6 +179,57 @@ def spaces(
         views_config.print_space(space)
 
 
+# ---------------------------------------------------------------- study
+StorageOpt = Annotated[Optional[str], typer.Option("--storage", help="Optuna storage URL (default: $DREX_STORAGE or sqlite:///studies/drex-opt.db); journal:PATH for a journal file.")]
+StudyNameOpt = Annotated[Optional[str], typer.Option("--study-name", help="Study name (default: derived from focus, baseline and env).")]
+
+
+@app.command()
+@user_errors
+def study(
+    focus: Annotated[Optional[str], typer.Option("--focus", help="Behavioural focus to search (see drex-opt spaces).")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from-run", help="Take the focus (and severity) from this run's behavioural analysis.")] = None,
+    baseline: Annotated[str, typer.Option("--baseline", "-b", help="quick, full or a path to a full config.")] = "quick",
+    env: Annotated[str, typer.Option("--env", help="drone_pp or a PufferLib environment name.")] = "drone_pp",
+    storage: StorageOpt = None,
+    study_name: StudyNameOpt = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="New trials to run (default: the space's budget).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Stop starting new trials after this many seconds.")] = None,
+    timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Agent steps per trial (default: the space's budget).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed and the trials' training seed (default: the baseline's).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials at once on this machine (threads capped per trial).")] = 1,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help="Re-train the top Pareto trials with this many new seeds (default: the space's).")] = None,
+    trial_timeout: Annotated[Optional[float], typer.Option("--trial-timeout", help="Kill one trial's training after this many seconds.")] = None,
+    no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping", help="Never stop a trial early on its behaviour.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Multi-objective Bayesian search (grip, delivery, end-to-end) over a focus's space; each trial is one PufferLib run."""
+    import signal
+
+    from drex_opt import study as study_mod
+
+    # A shell starts background jobs with SIGINT ignored; a study must still stop cleanly on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    settings = study_mod.StudySettings(
+        focus=focus, from_run=from_run, baseline=baseline, env=env, storage=storage, study_name=study_name,
+        trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
+        trial_timeout=trial_timeout, early_stopping=not no_early_stopping,
+    )
+    plan = study_mod.plan(settings)
+    monitor = study_mod.StudyMonitor(plan)
+    if as_json:
+        result = study_mod.run(plan, monitor)
+        print_json(result.to_dict())
+    else:
+        from drex_opt import views_study
+
+        with views_study.StudyDisplay(monitor):
+            result = study_mod.run(plan, monitor)
+        views_study.print_result(result)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

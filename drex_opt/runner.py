@@ -116,6 +116,7 @@ def run_training(
     log_mirror: Path | None = None,
     summary_copy: Path | None = None,
     extra_env: dict | None = None,
+    cancel: threading.Event | None = None,
 ) -> TrainResult:
     """Train ``config`` (an effective, validated run config) in a child process.
 
@@ -132,6 +133,8 @@ def run_training(
         log_mirror: a second file that receives the training log as it is written.
         summary_copy: a second path the summary is written to (``$PUFFER_AUTOPILOT_SUMMARY``).
         extra_env: more environment variables for the child.
+        cancel: when set (from another thread), the child is stopped and the run ends
+            ``failed`` with error ``interrupted``.
 
     Returns:
         The :class:`TrainResult`; ``summary["status"]`` is ``completed``, ``failed``,
@@ -170,6 +173,9 @@ def run_training(
         while not eof:
             if timeout is not None and time.time() - started > timeout:
                 state["status"], state["error"] = "timeout", f"killed after the {timeout:g} s timeout"
+                break
+            if cancel is not None and cancel.is_set():
+                state["status"], state["error"] = "failed", "interrupted"
                 break
             try:
                 line = lines.get(timeout=0.2)

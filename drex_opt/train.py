@@ -226,6 +226,7 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
     emit("start", env=env_name, agents=vecenv.num_agents, batch_size=cfg["batch_size"],
          total_timesteps=total, seed=seed, notes=notes, load_model=load_model)
     window, final = StatWindow(), StatWindow()
+    parent = os.getppid()
     last_emit = 0.0
     last_logs: dict = {}
     while trainer.global_step < total:
@@ -247,6 +248,8 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
         window.add(logs)
         if trainer.global_step >= (1 - FINAL_WINDOW) * total:
             final.add(logs)
+        if os.getppid() != parent:
+            raise TrainingFailed("the parent process is gone")  # never train on as an orphan
         now = time.time()
         if now - last_emit >= PROGRESS_PERIOD_S:
             emit("progress", **_progress(logs, trainer, window.means()))
@@ -312,7 +315,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    # PufferLib's utilisation thread and worker pools may linger; the run is over.
-    os._exit(code)
+    exit_code = 1
+    try:
+        exit_code = main()
+    finally:
+        # PufferLib's non-daemon utilisation thread would keep the process alive forever
+        # after any exit path (even a broken pipe to a dead parent): leave at once.
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - the parent may be gone
+            pass
+        os._exit(exit_code)
