@@ -21,17 +21,19 @@ from machine import describe, header_markdown  # noqa: E402
 
 
 def cases(quick: bool) -> list[dict]:
+    """Seeds and budgets: the quick baseline over three seeds, two bad settings at the
+    same budget and (full mode) five times longer, and the full baseline at 20M steps."""
     steps = 600_000 if quick else 2_000_000
     seeds = [1] if quick else [1, 2, 3]
     out = [{"name": f"quick baseline (seed {s})", "baseline": "quick", "steps": steps, "seed": s, "over": {}}
            for s in seeds]
-    out += [
-        {"name": "learning rate 0.5", "baseline": "quick", "steps": steps, "seed": 1,
-         "over": {"train": {"learning_rate": 0.5}}},
-        {"name": "entropy 0.9", "baseline": "quick", "steps": steps, "seed": 1,
-         "over": {"train": {"ent_coef": 0.9}}},
-    ]
+    bad = [("learning rate 0.5", {"train": {"learning_rate": 0.5}}), ("entropy 0.9", {"train": {"ent_coef": 0.9}})]
+    out += [{"name": name, "baseline": "quick", "steps": steps, "seed": 1, "over": over} for name, over in bad]
     if not quick:
+        out += [{"name": f"{name}, 10M steps", "baseline": "quick", "steps": 10_000_000, "seed": 1, "over": over}
+                for name, over in bad]
+        out.append({"name": "quick baseline, 10M steps", "baseline": "quick", "steps": 10_000_000, "seed": 1,
+                    "over": {}})
         out.append({"name": "full baseline (seed 1)", "baseline": "full", "steps": 20_000_000, "seed": 1, "over": {}})
     return out
 

@@ -58,7 +58,7 @@ def print_json(obj) -> None:
 @app.command()
 @user_errors
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Run config (the brief's nested JSON): a baseline or a full config.")] = Path("autopilot/configs/baseline_quick.json"),
+    config: Annotated[str, typer.Option("--config", "-c", help="Run config (the brief's nested JSON): quick, full or the path of a full config.")] = "quick",
     override: Annotated[Optional[Path], typer.Option("--override", help="JSON file of overrides merged on top of --config (validated).")] = None,
     timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Override train.total_timesteps.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override train.seed.")] = None,
@@ -228,6 +228,117 @@ def study(
         views_study.print_result(result)
     if result.interrupted:
         raise typer.Exit(130)
+
+
+# ---------------------------------------------------------------- export
+@app.command()
+@user_errors
+def export(
+    study_name: StudyNameOpt = None,
+    storage: StorageOpt = None,
+    pick: Annotated[str, typer.Option("--pick", help="e2e (then delivery, then grip), delivery, grip, or balanced (closest to the ideal point).")] = "e2e",
+    out: Annotated[Path, typer.Option("--out", help="Proposal file to write.")] = Path("autopilot/proposals/next_config.json"),
+    baseline: Annotated[Optional[str], typer.Option("--baseline", "-b", help="Write overrides relative to this baseline (default: the study's).")] = None,
+    notes: Annotated[Optional[Path], typer.Option("--notes", help="Lab notebook to append to (default: the study's run notes.txt, else autopilot/notes.txt).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the proposal; write nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export the study's winner (Pareto front) as the autopilot's next_config.json, with a lab-notes entry."""
+    from drex_opt import export as export_mod
+    from drex_opt import storage as storage_mod
+
+    result = export_mod.export(study_name, storage_mod.storage_url(storage), pick=pick, out=out,
+                               dry_run=dry_run, baseline=baseline, notes=notes)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        from drex_opt import views
+
+        views.print_export(result)
+
+
+# ---------------------------------------------------------------- autopilot
+@app.command()
+@user_errors
+def autopilot(
+    mode: Annotated[str, typer.Option("--mode", help="quick (smoke baseline) or full (long baseline).")] = "quick",
+    runs: Annotated[int, typer.Option("--runs", help="Iterations of the loop.")] = 1,
+    optimize: Annotated[bool, typer.Option("--optimize", help="After each run, study its focus and export the winner as the next proposal.")] = False,
+    timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Override train.total_timesteps of every run.")] = None,
+    autopilot_dir: Annotated[Path, typer.Option("--autopilot-dir", help="Folder with configs/, proposals/, runs/, logs/, models/.")] = Path("autopilot"),
+    env: Annotated[str, typer.Option("--env", help="drone_pp or a PufferLib environment name.")] = "drone_pp",
+    storage: StorageOpt = None,
+    study_trials: Annotated[Optional[int], typer.Option("--study-trials", help="Trials of each --optimize study (default: the focus's budget).")] = None,
+    study_timesteps: Annotated[Optional[int], typer.Option("--study-timesteps", help="Steps per trial of each --optimize study.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel trials of each --optimize study.")] = 1,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Kill a training run after this many seconds.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The autopilot loop: baseline + next_config.json -> run -> behavioural analysis -> notes -> next proposal."""
+    import signal
+
+    from drex_opt import autopilot as autopilot_mod
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    settings = autopilot_mod.AutopilotSettings(
+        mode=mode, runs=runs, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env,
+        storage=storage, study_trials=study_trials, study_timesteps=study_timesteps, jobs=jobs, timeout=timeout,
+    )
+    if as_json:
+        results = autopilot_mod.run_loop(settings)
+        print_json([r.to_dict() for r in results])
+        return
+    from drex_opt import views
+
+    progress: dict = {}
+
+    def on_start(i: int):
+        progress["bar"] = views.LazyTrainProgress(f"run {i + 1}/{runs}")
+        return progress["bar"].update
+
+    def on_done(result) -> None:
+        progress["bar"].close()
+        views.print_autopilot_result(result)
+
+    autopilot_mod.run_loop(settings, on_start=on_start, on_done=on_done)
+
+
+# ---------------------------------------------------------------- dashboard
+@app.command()
+@user_errors
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the dashboard to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+) -> None:
+    """Browse the studies in optuna-dashboard: trials, notes, run files, Pareto plots (Ctrl-C stops)."""
+    from drex_opt import dashboard as dashboard_mod
+
+    def ready(url: str, where: str, artifacts: Path) -> None:
+        typer.echo(f"optuna-dashboard on {url} (storage {where}, run files in {artifacts}); Ctrl-C stops", err=True)
+
+    dashboard_mod.serve(storage, host, port, on_ready=ready)
+
+
+# ---------------------------------------------------------------- report
+@app.command()
+@user_errors
+def report(
+    study_name: Annotated[Optional[str], typer.Option("--study-name", help="Study to report on (may be omitted when the storage holds one study).")] = None,
+    storage: StorageOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the images and report.md (default: studies/<study>/report/).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a study's report: Pareto front, objective history and parameter importance images, and report.md."""
+    from drex_opt import report as report_mod
+
+    result = report_mod.build(storage=storage, study_name=study_name, out=out)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        from drex_opt import views_report
+
+        views_report.print_report(result)
 
 
 def main() -> None:  # pragma: no cover - console entry point

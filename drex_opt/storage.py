@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from drex_opt.errors import UserError
 
@@ -23,7 +24,14 @@ DEFAULT_STORAGE = "sqlite:///studies/drex-opt.db"
 # A worker that stops beating for GRACE_S is presumed dead; its trial fails and is retried once.
 HEARTBEAT_S = 20
 GRACE_S = 60
+# Overrides (whole seconds) for clusters that want faster recovery, and for tests.
+ENV_HEARTBEAT = "DREX_HEARTBEAT_S"
+ENV_GRACE = "DREX_GRACE_S"
 SQLITE_TIMEOUT_S = 60
+# Serialises schema creation among workers starting at once on one database server.
+SCHEMA_LOCK_KEY = 0x6472_6578_6F70_7400  # "drexopt" as a PostgreSQL advisory-lock key
+SCHEMA_LOCK_NAME = "drex_opt_schema"
+SCHEMA_LOCK_WAIT_S = 120
 
 
 def storage_url(option: str | None = None) -> str:
@@ -38,6 +46,33 @@ def redact(url: str) -> str:
         creds, host = rest.rsplit("@", 1)
         return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
+
+
+def _seconds(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserError(f"${name} must be a whole number of seconds, got {raw!r}") from None
+    if value < 1:
+        raise UserError(f"${name} must be at least 1 second, got {value}")
+    return value
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: the defaults or ``$DREX_HEARTBEAT_S``/``$DREX_GRACE_S``.
+
+    Raises:
+        UserError: a value that is not a positive whole number, or a grace period not
+            longer than the interval (live workers would be declared dead).
+    """
+    heartbeat, grace = _seconds(ENV_HEARTBEAT, HEARTBEAT_S), _seconds(ENV_GRACE, GRACE_S)
+    if grace <= heartbeat:
+        raise UserError(f"the grace period ({grace} s, ${ENV_GRACE}) must be longer than the heartbeat interval "
+                        f"({heartbeat} s, ${ENV_HEARTBEAT})")
+    return heartbeat, grace
 
 
 def _journal_path(url: str) -> Path | None:
@@ -66,6 +101,7 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     journal = _journal_path(url)
+    heartbeat, grace = heartbeat_settings()
     try:
         if journal is not None:
             journal.parent.mkdir(parents=True, exist_ok=True)
@@ -79,10 +115,11 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
             engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
         else:
             engine_kwargs["pool_pre_ping"] = True
-        return RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        with _schema_lock(url):
+            return RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
     except (ImportError, ModuleNotFoundError) as exc:
         raise UserError(f"storage {redact(url)}: missing database driver ({exc.name or exc})") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/OS errors all mean "cannot open"
@@ -90,6 +127,41 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
         raise UserError(f"cannot open storage {redact(url)}: {first}") from None
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Hold a server-wide lock while Optuna creates or checks its tables.
+
+    Optuna creates its schema without one: workers started at once on a fresh PostgreSQL
+    or MySQL database fail with "duplicate key ... pg_type_typname_nsp_index" or "Table
+    already exists". PostgreSQL advisory locks and MySQL named locks serialise that step;
+    other databases (SQLite) need none. The lock ends with its connection, so a killed
+    worker never leaves it held.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        lock, unlock = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
+        params: dict = {"key": SCHEMA_LOCK_KEY}
+    elif dialect in ("mysql", "mariadb"):
+        lock, unlock = "SELECT GET_LOCK(:key, :wait)", "SELECT RELEASE_LOCK(:key)"
+        params = {"key": SCHEMA_LOCK_NAME, "wait": SCHEMA_LOCK_WAIT_S}
+    else:
+        engine.dispose()
+        yield
+        return
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(lock), params)
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text(unlock), params)
+    finally:
+        engine.dispose()
 
 
 def worker_id() -> dict:

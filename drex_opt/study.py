@@ -64,6 +64,7 @@ class StudyPlan:
     focus: str
     severity: str | None
     insights: list[str]
+    from_run: Path | None
     space: object  # spaces.SearchSpace
     space_focus: str  # the focus whose parameters are searched (differs for "continue")
     baseline_name: str
@@ -94,7 +95,9 @@ def _baseline_label(baseline: str, cfg: dict) -> tuple[str, str]:
     if baseline in ("quick", "full"):
         return baseline, baseline
     budget = "quick" if cfg["train"]["total_timesteps"] <= QUICK_MAX_TIMESTEPS else "full"
-    return Path(baseline).stem, budget
+    path = Path(baseline)
+    # A run folder's config.json is named after its run (as the autopilot's studies use it).
+    return (f"run-{path.parent.name}" if path.name == "config.json" else path.stem), budget
 
 
 def plan(settings: StudySettings) -> StudyPlan:
@@ -135,7 +138,7 @@ def plan(settings: StudySettings) -> StudyPlan:
     space = spaces.load(focus)
     space_focus = focus
     if space.inherit:
-        space, space_focus = _continue_space(storage, url, label, settings.env)
+        space, space_focus = _continue_space(storage, label, settings.env, baseline)
     budget = space.budget_for(budget_name, severity)
     seed = settings.seed if settings.seed is not None else int(baseline["train"]["seed"])
     if not 0 <= seed <= 2_147_483_647:
@@ -143,6 +146,7 @@ def plan(settings: StudySettings) -> StudyPlan:
     timesteps = settings.timesteps or budget.timesteps
     return StudyPlan(
         focus=focus, severity=severity, insights=insights, space=space, space_focus=space_focus,
+        from_run=None if settings.from_run is None else Path(settings.from_run).resolve(),
         baseline_name=settings.baseline, baseline=baseline, study_name=study_name, storage_url=url,
         env=settings.env, timesteps=timesteps, trials=settings.trials or budget.trials,
         startup_trials=budget.startup_trials,
@@ -160,28 +164,31 @@ def default_study_name(focus: str, baseline_label: str, env: str) -> str:
     return name if env == "drone_pp" else f"{name}-{env}"
 
 
-def _continue_space(storage, url: str, label: str, env: str):
-    """``continue``: the most recent other focus's space, narrowed around its best trial."""
+def _continue_space(storage, label: str, env: str, baseline: dict):
+    """``continue``: the most recent other focus's space, narrowed around its best trial.
+
+    Without such a study (a first run that already looks fine), the broadest space,
+    ``optimize_performance``, narrowed around the baseline itself: small moves from the
+    best configuration known, which is the baseline.
+    """
     import optuna
 
     from drex_opt import spaces
-    from drex_opt import storage as storage_mod
 
     candidates = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         attrs = summary.user_attrs
         if attrs.get("drex_opt") and attrs.get("focus") not in (None, "continue") \
                 and attrs.get("baseline_label") == label and attrs.get("env") == env:
-            candidates.append((summary.datetime_start or 0, summary.study_name, attrs["focus"]))
-    candidates.sort(key=lambda c: str(c[0]))
+            candidates.append((str(summary.datetime_start or ""), summary.study_name, attrs["focus"]))
+    candidates.sort()
     for _, name, focus in reversed(candidates):
         study = optuna.load_study(study_name=name, storage=storage)
         best = pick_best(study)
         if best is not None:
             center = best.user_attrs.get("overrides") or {}
             return spaces.narrow(spaces.load(focus), center), focus
-    raise UserError("focus continue needs an earlier study with a completed trial on this storage "
-                    f"(same baseline and env); none found in {storage_mod.redact(url)}")
+    return spaces.narrow(spaces.load("optimize_performance"), baseline), "optimize_performance"
 
 
 # ---------------------------------------------------------------- picking
@@ -252,6 +259,7 @@ def open_study(plan: StudyPlan):
     from optuna.exceptions import DuplicatedStudyError
     from optuna.samplers import TPESampler
 
+    from drex_opt import config
     from drex_opt import storage as storage_mod
 
     storage = plan.storage or storage_mod.open_storage(plan.storage_url)
@@ -272,12 +280,19 @@ def open_study(plan: StudyPlan):
         for key, value in {
             "drex_opt": __version__, "focus": plan.focus, "space_focus": plan.space_focus,
             "theory": plan.space.description, "baseline": plan.baseline_name,
+            "baseline_path": str(config.baseline_path(plan.baseline_name).resolve()),
+            "from_run": None if plan.from_run is None else str(plan.from_run),
+            "analysis": {"severity": plan.severity, "next_focus": plan.focus, "insights": plan.insights}
+            if plan.from_run is not None else None,
             "baseline_label": _baseline_label(plan.baseline_name, plan.baseline)[0], "env": plan.env,
             "timesteps": plan.timesteps, "trials_planned": plan.trials, "severity": plan.severity,
             "command": " ".join(plan.command), "objectives": list(OBJECTIVES),
         }.items():
             study.set_user_attr(key, value)
         study.enqueue_trial(baseline_params(plan), user_attrs={"role": BASELINE_ROLE})
+        from drex_opt import dashboard
+
+        dashboard.record_study(study, plan)
     return study
 
 
@@ -345,8 +360,6 @@ class TrialRunner:
         return effective, adjustments
 
     def __call__(self, trial) -> tuple[float, float, float]:
-        import optuna
-
         from drex_opt import config, runner
         from drex_opt import storage as storage_mod
         from drex_opt.early_stop import curve_of
@@ -389,6 +402,19 @@ class TrialRunner:
             "curve": curve_of(result.history, plan.timesteps),
         }.items():
             trial.set_user_attr(key, value)
+        try:
+            values = self._objectives(trial, s)
+        except BaseException as exc:
+            self._record(trial, s, run_dir, _outcome_of(exc))
+            raise
+        self._record(trial, s, run_dir, "complete: " + ", ".join(
+            f"{label} {v:.1%}" for label, v in zip(("grip", "delivery", "e2e"), values)))
+        return values
+
+    def _objectives(self, trial, s: dict) -> tuple[float, float, float]:
+        """The trial's objectives from its summary; raises for interrupted, stopped, failed."""
+        import optuna
+
         if s.get("error") == "interrupted":
             trial.set_user_attr("fail_reason", "interrupted")
             raise KeyboardInterrupt  # Optuna records the trial as FAIL, the worker stops
@@ -407,6 +433,12 @@ class TrialRunner:
             raise TrialFailure(reason)
         return tuple(float(v) for v in values)  # type: ignore[return-value]
 
+    def _record(self, trial, summary: dict, run_dir: Path, outcome: str) -> None:
+        """The dashboard note and run files, while the trial can still take them (RUNNING)."""
+        from drex_opt import dashboard
+
+        dashboard.record_trial(trial, self.plan, summary, run_dir, outcome)
+
     def _references(self, trial) -> list:
         """Grip curves of completed trials that ran the same budget."""
         from optuna.trial import TrialState
@@ -417,6 +449,18 @@ class TrialRunner:
             if curve and t.user_attrs.get("overrides", {}).get("train", {}).get("total_timesteps") == self.plan.timesteps:
                 out.append([tuple(p) for p in curve])
         return out
+
+
+def _outcome_of(exc: BaseException) -> str:
+    """One line for a trial that did not complete: ``pruned: <reason>`` or ``failed: <reason>``."""
+    import optuna
+
+    if isinstance(exc, optuna.TrialPruned):
+        return f"pruned: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "failed: interrupted"
+    reason = str(exc) or type(exc).__name__
+    return reason if reason.startswith("failed") else f"failed: {reason}"  # not "failed: failed: ..."
 
 
 @dataclass

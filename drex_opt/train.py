@@ -223,8 +223,10 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
         cfg["optimizer"] = "adamw"
 
     total = int(cfg["total_timesteps"])
+    autopilot_env = {k: os.environ[k] for k in ("PUFFER_AUTOPILOT_RUN_DIR", "PUFFER_AUTOPILOT_RUN_ID",
+                                                  "PUFFER_AUTOPILOT_SUMMARY") if k in os.environ}
     emit("start", env=env_name, agents=vecenv.num_agents, batch_size=cfg["batch_size"],
-         total_timesteps=total, seed=seed, notes=notes, load_model=load_model)
+         total_timesteps=total, seed=seed, notes=notes, load_model=load_model, autopilot_env=autopilot_env)
     window, final = StatWindow(), StatWindow()
     parent = os.getppid()
     last_emit = 0.0

@@ -63,3 +63,50 @@ def print_train_result(result) -> None:
     out.print(f"behaviour: [bold]{ba.get('severity')}[/], next focus [bold]{ba.get('next_focus')}[/]")
     for line in ba.get("insights", []):
         out.print(f"  - {line}")
+
+
+class LazyTrainProgress:
+    """A progress bar that appears with the first event (total taken from the start event)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar: TrainProgress | None = None
+
+    def update(self, event: dict) -> None:
+        if self.bar is None:
+            if event.get("event") != "start":
+                return
+            self.bar = TrainProgress(int(event.get("total_timesteps") or 0), self.description)
+            self.bar.__enter__()
+        self.bar.update(event)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def print_export(result) -> None:
+    import json
+
+    out = Console()
+    verb = "wrote" if result.written else "dry run, nothing written:"
+    out.print(f"[bold]{result.study_name}[/]: {result.explanation}")
+    out.print(f"{verb} {result.out}" + (f"; notes appended to {result.notes}" if result.notes else ""))
+    out.print_json(json.dumps(result.overrides))
+
+
+def print_autopilot_result(result) -> None:
+    """A finished iteration: the run (with its behavioural analysis), then the study and export."""
+    from types import SimpleNamespace
+
+    out = Console()
+    print_train_result(SimpleNamespace(summary=result.summary, summary_path=f"{result.run_dir}/summary.json"))
+    if result.study:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(result.study["states"].items()))
+        out.print(f"study {result.study['study_name']}: {states}")
+    if result.export:
+        out.print(f"next proposal: {result.export['explanation']} -> {result.export['out']}")
+    for problem in result.problems:
+        out.print(f"[yellow]{problem}[/]")
+    out.print(f"notes: {result.note}")

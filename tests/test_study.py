@@ -290,3 +290,13 @@ def test_repeats_retrain_the_pareto_front_with_new_seeds(tmp_path):
     picked = {p["number"]: p for p in result["pareto"]}
     for number, record in result["repeats"].items():
         assert list(picked[int(number)]["means"].values()) == pytest.approx(record["mean"])
+
+
+def test_continue_without_history_narrows_the_broadest_space_around_the_baseline(tmp_path):
+    plan = study_mod.plan(study_mod.StudySettings(focus="continue", storage=f"sqlite:///{tmp_path}/s.db"))
+    assert plan.space_focus == "optimize_performance"
+    base = config.load_baseline("quick")
+    wide = spaces.load("optimize_performance")
+    lr = plan.space.params["train.learning_rate"]
+    assert wide.params["train.learning_rate"].low <= lr.low <= base["train"]["learning_rate"] <= lr.high
+    assert lr.high - lr.low < wide.params["train.learning_rate"].high - wide.params["train.learning_rate"].low

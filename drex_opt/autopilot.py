@@ -1,0 +1,265 @@
+"""The owner's autopilot loop: baseline + proposal -> run -> analysis -> notes -> next proposal.
+
+One iteration, as the brief describes it:
+
+1. ``configs/baseline_<mode>.json`` merged with the validated ``proposals/next_config.json``
+   (an invalid proposal stops the loop before anything runs; nothing is half applied);
+2. a new run folder ``runs/<UTC timestamp>/`` with ``config.json`` and ``override.json``;
+   ``next_config.json`` is reset to ``{}`` as the run starts;
+3. the training (``PUFFER_AUTOPILOT_RUN_DIR``/``_RUN_ID``/``_SUMMARY`` set for it), its log
+   mirrored to ``logs/<run id>.log``, resumed from a checkpoint when
+   ``autopilot.resume_mode`` is ``continue``;
+4. checkpoints kept by ``autopilot.save_strategy`` (``runs/best.json``, ``models/best.pt``,
+   ``models/latest.pt``), a ``notes.txt`` entry;
+5. with ``optimize``: a study on the run's behavioural focus, whose winner is exported as
+   the next proposal (and explained in the same notes).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from drex_opt.errors import UserError
+
+MODES = ("quick", "full")
+
+
+@dataclass
+class AutopilotSettings:
+    mode: str = "quick"
+    runs: int = 1
+    optimize: bool = False
+    timesteps: int | None = None
+    autopilot_dir: Path = Path("autopilot")
+    env: str = "drone_pp"
+    storage: str | None = None
+    study_trials: int | None = None
+    study_timesteps: int | None = None
+    jobs: int = 1
+    timeout: float | None = None
+
+
+@dataclass
+class IterationResult:
+    run_id: str
+    run_dir: str
+    summary: dict
+    override: dict
+    study: dict | None = None
+    export: dict | None = None
+    note: str = ""
+    problems: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["summary"] = {k: v for k, v in self.summary.items() if k != "history"}
+        return out
+
+
+class Autopilot:
+    """The folder layout of one autopilot and the operations on it."""
+
+    def __init__(self, root: Path, mode: str) -> None:
+        if mode not in MODES:
+            raise UserError(f"unknown --mode {mode!r}; choose quick or full")
+        self.root = Path(root)
+        self.mode = mode
+        self.baseline_path = self.root / "configs" / f"baseline_{mode}.json"
+        self.proposal_path = self.root / "proposals" / "next_config.json"
+        self.runs = self.root / "runs"
+        self.logs = self.root / "logs"
+        self.models = self.root / "models"
+        if not self.baseline_path.is_file():
+            raise UserError(f"baseline not found: {self.baseline_path}")
+
+    def read_proposal(self) -> dict:
+        """The proposal as written (``{}`` when the file is missing); UserError if malformed."""
+        from drex_opt.jsonio import read_json_object
+
+        if not self.proposal_path.exists():
+            return {}
+        return read_json_object(self.proposal_path, "proposal")
+
+    def effective_config(self, proposal: dict, timesteps: int | None) -> dict:
+        """Baseline merged with the proposal; every problem named, nothing applied on error."""
+        from drex_opt import config
+
+        extra = {"train": {"total_timesteps": timesteps}} if timesteps is not None else None
+        try:
+            return config.resolve(self.baseline_path, proposal, extra)
+        except UserError as exc:
+            raise UserError(f"invalid proposal {self.proposal_path}: {exc}") from None
+
+    def checkpoint_for(self, cfg: dict) -> Path | None:
+        """The checkpoint a ``continue`` run starts from; UserError if it does not exist."""
+        policy = cfg["autopilot"]
+        if policy["resume_mode"] != "continue":
+            return None
+        source = policy["resume_from"]
+        if source == "best":
+            path = self.models / "best.pt"
+        elif source == "latest":
+            path = self.models / "latest.pt"
+            if not path.is_file():
+                candidates = sorted(self.runs.glob("*/model.pt"), key=lambda p: p.stat().st_mtime)
+                path = candidates[-1] if candidates else path
+        else:
+            path = Path(source)
+        if not path.is_file():
+            raise UserError(f"autopilot.resume_from {source!r}: no checkpoint at {path}")
+        return path.resolve()
+
+    def new_run_dir(self) -> Path:
+        from drex_opt.runner import utc_stamp
+
+        stamp = utc_stamp()
+        run_dir, n = self.runs / stamp, 1
+        while run_dir.exists():
+            n += 1
+            run_dir = self.runs / f"{stamp}-{n}"
+        return run_dir
+
+    def previous_summary(self) -> dict | None:
+        from drex_opt import metrics
+
+        runs = [r for r in metrics.list_runs(self.runs) if r.file and r.file.name == "summary.json"] \
+            if self.runs.is_dir() else []
+        if not runs:
+            return None
+        from drex_opt.jsonio import read_json_object
+
+        try:
+            return read_json_object(runs[-1].file)
+        except UserError:
+            return None
+
+    def keep_checkpoints(self, cfg: dict, summary: dict, run_dir: Path) -> None:
+        """``save_strategy``: latest -> models/latest.pt; best -> runs/best.json + models/best.pt;
+        all -> both, plus models/<run id>.pt."""
+        from drex_opt.jsonio import read_json, write_json_atomic
+
+        checkpoint = summary.get("checkpoint")
+        if summary.get("status") != "completed" or not checkpoint or not Path(checkpoint).is_file():
+            return
+        strategy = cfg["autopilot"]["save_strategy"]
+        self.models.mkdir(parents=True, exist_ok=True)
+        if strategy in ("latest", "all"):
+            _copy_atomic(Path(checkpoint), self.models / "latest.pt")
+        if strategy == "all":
+            _copy_atomic(Path(checkpoint), self.models / f"{run_dir.name}.pt")
+        if strategy in ("best", "all"):
+            best_file = self.runs / "best.json"
+            best = read_json(best_file, "best.json") if best_file.is_file() else None
+            if best is None or rank(summary) > rank(best):
+                _copy_atomic(Path(checkpoint), self.models / "best.pt")
+                write_json_atomic(best_file, {
+                    "run_id": summary["run_id"], "run_dir": str(run_dir), "checkpoint": str(self.models / "best.pt"),
+                    **{k: summary.get(k) for k in ("grip_success", "delivery_success", "end_to_end_success",
+                                                   "mean_reward", "timestamp")},
+                })
+
+
+def rank(summary: dict) -> tuple:
+    """Best run order: end-to-end, then delivery, then grip, then reward (missing = worst)."""
+    def value(key):
+        v = summary.get(key)
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
+
+    return tuple(value(k) for k in ("end_to_end_success", "delivery_success", "grip_success", "mean_reward"))
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
+                  on_event: Callable[[dict], None] | None = None) -> IterationResult:
+    """One run of the loop (see the module docstring). UserError before anything runs."""
+    from drex_opt import notes, runner
+    from drex_opt.jsonio import write_json_atomic
+
+    proposal = pilot.read_proposal()
+    cfg = pilot.effective_config(proposal, settings.timesteps)
+    load_model = pilot.checkpoint_for(cfg)
+    previous = pilot.previous_summary()
+    run_dir = runner.prepare_run_dir(pilot.new_run_dir())
+    run_id = run_dir.name
+    write_json_atomic(run_dir / "override.json", proposal)
+    write_json_atomic(pilot.proposal_path, {})  # the next proposal is written after this run
+    pilot.logs.mkdir(parents=True, exist_ok=True)
+    summary_path = run_dir / "summary.json"
+    result = runner.run_training(
+        cfg, run_dir, settings.env, timeout=settings.timeout, load_model=load_model, on_event=on_event,
+        log_mirror=pilot.logs / f"{run_id}.log",
+        extra_env={runner.ENV_RUN_DIR: str(run_dir.resolve()), runner.ENV_RUN_ID: run_id,
+                   runner.ENV_SUMMARY: str(summary_path.resolve())},
+    )
+    summary = result.summary
+    pilot.keep_checkpoints(cfg, summary, run_dir)
+    focus = (summary.get("behavioral_analysis") or {}).get("next_focus")
+    last = iteration + 1 >= settings.runs
+    if summary["status"] != "completed":
+        next_step = "the run did not complete; the next run reuses the baseline (next_config.json is {})"
+    elif settings.optimize:
+        next_step = (f"search focus {focus} with a study on this run's configuration and export the winner "
+                     f"to {pilot.proposal_path}" + ("" if not last else " for the run after this loop"))
+    else:
+        next_step = (f"focus {focus}: run drex-opt study --from-run {run_dir} then drex-opt export, "
+                     "or fill next_config.json by hand; otherwise the next run reuses the baseline")
+    notes_path = run_dir / "notes.txt"
+    from drex_opt import config, safety
+
+    changed = safety.overrides_relative(cfg, config.load_baseline(pilot.baseline_path))
+    notes.append_entry(notes_path, notes.run_entry(run_id, pilot.mode, changed, summary, previous, next_step))
+    out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
+                          note=str(notes_path))
+    if settings.optimize and summary["status"] == "completed":
+        optimize_after(pilot, settings, run_dir, out)
+    return out
+
+
+def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult) -> None:
+    """Study the run's focus around the run's own configuration; export the winner."""
+    from drex_opt import export, notes
+    from drex_opt import study as study_mod
+
+    plan = study_mod.plan(study_mod.StudySettings(
+        from_run=run_dir, baseline=str(run_dir / "config.json"), env=settings.env, storage=settings.storage,
+        trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
+        studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
+    ))
+    result = study_mod.run(plan)
+    out.study = result.to_dict()
+    if result.interrupted:
+        raise KeyboardInterrupt
+    try:
+        exported = export.export(plan.study_name, plan.storage_url, out=pilot.proposal_path,
+                                 baseline=str(pilot.baseline_path), notes=run_dir / "notes.txt",
+                                 next_step=f"the next autopilot run trains with {pilot.proposal_path}")
+        out.export = exported.to_dict()
+    except UserError as exc:
+        notes.append_entry(run_dir / "notes.txt",
+                           f"Study {plan.study_name} gave no proposal ({exc}); the next run reuses the baseline.\n")
+        out.problems.append(str(exc))
+
+
+def run_loop(settings: AutopilotSettings, on_start: Callable[[int], object] | None = None,
+             on_done: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
+    """``settings.runs`` iterations; the first invalid proposal stops the loop (UserError)."""
+    if settings.runs < 1:
+        raise UserError(f"--runs must be at least 1, got {settings.runs}")
+    pilot = Autopilot(settings.autopilot_dir, settings.mode)
+    results = []
+    for i in range(settings.runs):
+        on_event = on_start(i) if on_start else None
+        result = run_iteration(pilot, settings, i, on_event)  # type: ignore[arg-type]
+        results.append(result)
+        if on_done:
+            on_done(result)
+    return results

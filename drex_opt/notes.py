@@ -1,0 +1,106 @@
+"""The lab notebook: plain-text entries appended to a run's ``notes.txt``.
+
+An entry says what a person needs in a minute: the behaviour seen, why this experiment,
+what was tried, what won and by how much, which parameters mattered and why, and the
+next step. Entries are only ever appended; a notebook is never truncated.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+
+WIDTH = 92
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _wrap(text: str, indent: str = "  ") -> str:
+    return textwrap.fill(" ".join(str(text).split()), WIDTH, initial_indent=indent, subsequent_indent=indent)
+
+
+def append_entry(path: str | Path, text: str) -> Path:
+    """Append ``text`` (one entry) to the notebook at ``path``; never truncates."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a", encoding="utf-8") as fh:
+        if fh.tell() > 0:
+            fh.write("\n")
+        fh.write(text.rstrip("\n") + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return p
+
+
+def behaviour_lines(analysis: dict | None) -> list[str]:
+    if not analysis:
+        return ["Behaviour: no analysis available."]
+    lines = [f"Behaviour: severity {analysis.get('severity')}, next focus {analysis.get('next_focus')}"]
+    lines += [_wrap(f"- {insight}") for insight in analysis.get("insights") or []]
+    return lines
+
+
+def run_entry(run_id: str, mode: str, changed: dict, summary: dict, previous: dict | None,
+              next_step: str) -> str:
+    """The entry for one autopilot run: what changed, how it did, what it shows, what next.
+
+    Args:
+        changed: the keys whose values differ from the baseline (nested).
+    """
+    lines = [f"=== {_now()} - run {run_id} ({mode} mode) ==="]
+    if changed:
+        changes = ", ".join(f"{s}.{k}={v}" for s, values in changed.items() for k, v in values.items())
+        lines.append(_wrap(f"Changed from the baseline: {changes}", ""))
+    else:
+        lines.append("Changed from the baseline: nothing (baseline configuration).")
+    status = summary.get("status")
+    result = (f"Result ({status}, {summary.get('agent_steps', 0):,} steps, {summary.get('wall_time_s', 0):.0f} s): "
+              f"grip {_pct(summary.get('grip_success'))}, delivery {_pct(summary.get('delivery_success'))}, "
+              f"end-to-end {_pct(summary.get('end_to_end_success'))}")
+    if previous:
+        deltas = []
+        for key, label in (("grip_success", "grip"), ("delivery_success", "delivery"), ("end_to_end_success", "e2e")):
+            now, before = summary.get(key), previous.get(key)
+            if now is not None and before is not None:
+                deltas.append(f"{label} {100 * (now - before):+.1f} pts")
+        if deltas:
+            result += f"; vs run {previous.get('run_id')}: " + ", ".join(deltas)
+    lines.append(_wrap(result, ""))
+    if summary.get("error"):
+        lines.append(_wrap(f"Error: {summary['error']}", ""))
+    lines += behaviour_lines(summary.get("behavioral_analysis"))
+    lines.append(_wrap(f"Next step: {next_step}", ""))
+    return "\n".join(lines) + "\n"
+
+
+def study_entry(info: dict) -> str:
+    """The entry for an exported study result (see :func:`drex_opt.export.export`)."""
+    lines = [f"=== {_now()} - study {info['study_name']} -> {info['out']} ==="]
+    lines += behaviour_lines(info.get("analysis"))
+    if info.get("theory"):
+        lines.append("Why this experiment (focus " + str(info.get("focus")) + "):")
+        lines.append(_wrap(info["theory"]))
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(info["states"].items()))
+    lines.append(_wrap(f"What was tried: {info['trials']} trials of {info['timesteps']:,} steps on the "
+                       f"{info['baseline']} baseline ({states}).", ""))
+    lines.append(_wrap(f"What won: {info['explanation']}", ""))
+    if info.get("versus_baseline"):
+        lines.append(_wrap(f"Against the baseline trial: {info['versus_baseline']}", ""))
+    if info.get("importances"):
+        top = ", ".join(f"{name} {value:.2f}" for name, value in info["importances"])
+        lines.append(_wrap(f"Parameters that mattered most (importance for {info['importance_target']}): {top}", ""))
+    else:
+        lines.append("Parameters that mattered most: not ranked (fewer than 3 completed trials, or all scored alike).")
+    if info.get("changes"):
+        lines.append(_wrap("Theory: the winner moved " + "; ".join(info["changes"]) + ". "
+                           + (info.get("theory_short") or ""), ""))
+    lines.append(_wrap(f"Next step: {info['next_step']}", ""))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,240 @@
+"""Rendering of a study report: matplotlib figures (Agg, no window), markdown, terminal table.
+
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
+pyplot: no global state, no display needed, safe next to other threads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from drex_opt.study import BASELINE_ROLE, OBJECTIVES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from drex_opt.report import Report
+
+LABELS = {"grip_success": "grip", "delivery_success": "delivery", "end_to_end_success": "end-to-end"}
+
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _percent_axes(ax, x: bool = True, y: bool = True) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    if x:
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    if y:
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+
+
+def _upper(values: list[float]) -> float:
+    """An axis top above the largest rate; a flat zero still gets a readable 0-5% axis."""
+    return max(max(values) * 1.15, 0.05)
+
+
+def _is_baseline(trial) -> bool:
+    return trial.user_attrs.get("role") == BASELINE_ROLE
+
+
+def pareto_figure(trials: list, pareto: set[int]) -> "Figure":
+    """Grip × delivery of every completed trial, coloured by end-to-end success.
+
+    Pareto-optimal trials are large and numbered; the baseline trial is ringed in red.
+    Values are each trial's own run (not repeated-seed means).
+    """
+    fig = _figure(7.0, 5.5)
+    ax = fig.add_subplot()
+    grip = [t.values[0] for t in trials]
+    deliv = [t.values[1] for t in trials]
+    e2e = [t.values[2] for t in trials]
+    top = max(max(e2e), 0.01)  # all-zero end-to-end must still map to the bottom of the scale
+    sizes = [110 if t.number in pareto else 40 for t in trials]
+    edges = ["black" if t.number in pareto else "none" for t in trials]
+    points = ax.scatter(grip, deliv, c=e2e, cmap="viridis", vmin=0.0, vmax=top, s=sizes, edgecolors=edges,
+                        linewidths=1.2, zorder=3)
+    from matplotlib.ticker import PercentFormatter
+
+    fig.colorbar(points, ax=ax, label="end-to-end success", format=PercentFormatter(1.0))
+    # Trials often tie (early budgets give many zeros): one label per point, not a pile of numbers.
+    labels: dict[tuple[float, float], list[str]] = {}
+    for t in trials:
+        if t.number in pareto:
+            labels.setdefault((t.values[0], t.values[1]), []).append(str(t.number))
+    for (x, y), numbers in labels.items():
+        text = ", ".join(numbers) if len(numbers) <= 6 else f"{', '.join(numbers[:5])} +{len(numbers) - 5}"
+        ax.annotate(text, (x, y), xytext=(7, 7), textcoords="offset points", fontsize=9)
+    base = [t for t in trials if _is_baseline(t)]
+    if base:
+        ax.scatter([t.values[0] for t in base], [t.values[1] for t in base], s=320, facecolors="none",
+                   edgecolors="red", linewidths=2.0, zorder=4, label="baseline")
+    ax.scatter([], [], s=110, c="lightgray", edgecolors="black", label="Pareto front (numbered)")
+    ax.scatter([], [], s=40, c="lightgray", label="other completed trials")
+    ax.set_xlabel("grip success")
+    ax.set_ylabel("delivery success")
+    xmax, ymax = _upper(grip), _upper(deliv)
+    ax.set_xlim(-0.03 * xmax, xmax)
+    ax.set_ylim(-0.03 * ymax, ymax)
+    _percent_axes(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Pareto front: grip × delivery (colour: end-to-end)")
+    return fig
+
+
+def history_figure(trials: list) -> "Figure":
+    """One panel per objective: each completed trial's value by trial number, and the running best."""
+    fig = _figure(8.0, 7.5)
+    axes = fig.subplots(len(OBJECTIVES), 1, sharex=True)
+    ordered = sorted(trials, key=lambda t: t.number)
+    numbers = [t.number for t in ordered]
+    for i, (ax, name) in enumerate(zip(axes, OBJECTIVES)):
+        values = [t.values[i] for t in ordered]
+        best, running = float("-inf"), []
+        for v in values:
+            best = max(best, v)
+            running.append(best)
+        ax.scatter(numbers, values, s=25, color="tab:blue", label="trial", zorder=3)
+        ax.step(numbers, running, where="post", color="tab:orange", label="best so far")
+        base = [t for t in ordered if _is_baseline(t)]
+        if base:
+            ax.scatter([t.number for t in base], [t.values[i] for t in base], s=120, facecolors="none",
+                       edgecolors="red", linewidths=1.5, label="baseline", zorder=4)
+        ax.set_ylabel(LABELS[name])
+        top = _upper(values)
+        ax.set_ylim(-0.03 * top, top)
+        _percent_axes(ax, x=False)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    axes[-1].set_xlabel("trial number")
+    axes[-1].xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle("Objectives per trial (completed trials)")
+    return fig
+
+
+def importance_figure(importances: dict) -> "Figure":
+    """Horizontal bars of parameter importance, one panel per objective that has them."""
+    names = [n for n in OBJECTIVES if n in importances]
+    params = sorted({p for imp in importances.values() for p in imp},
+                    key=lambda p: sum(importances[n].get(p, 0.0) for n in names))
+    fig = _figure(4.0 * len(names) + 2.5, 0.45 * len(params) + 1.8)
+    axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        ax.barh(params, [importances[name].get(p, 0.0) for p in params], color="tab:green")
+        ax.set_xlim(0, 1)
+        ax.set_title(LABELS[name])
+        ax.set_xlabel("importance (share)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Parameter importance per objective")
+    return fig
+
+
+# ---------------------------------------------------------------- text
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _objective(top, name: str) -> str:
+    text = _pct(top.means[name])
+    if top.stdev:
+        text += f" ± {top.stdev[name]:.1%}"
+    return text
+
+
+def _value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _params_line(params: dict) -> str:
+    """Short names (``ent_coef``, not ``train.ent_coef``), one per line: the table stays narrow."""
+    return "\n".join(f"{k.split('.', 1)[-1]}={_value(v)}" for k, v in params.items()) or "-"
+
+
+def markdown(report: "Report", images: dict) -> str:
+    """``report.md``: the study, the trials by state, the top trials with their analyses, the images.
+
+    Args:
+        images: figure key -> file name relative to the report (only those written).
+    """
+    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(report.states.items()))
+    total = sum(report.states.values())
+    lines = [f"# Study report: {report.study_name}", "",
+             f"- storage: `{report.storage}`",
+             f"- focus: **{report.focus or '-'}**"]
+    if report.timesteps:
+        lines.append(f"- budget: {report.timesteps:,} agent steps per trial, "
+                     f"{report.trials_planned or '-'} trials planned by the first command")
+    lines += [f"- trials: {total} ({states})",
+              f"- Pareto front: trials {', '.join(map(str, report.pareto)) or '-'}", ""]
+    if report.theory:
+        lines += ["## Theory", ""] + [f"> {line}" if line.strip() else ">" for line in report.theory.splitlines()]
+        lines.append("")
+    lines += ["## Pareto front", "", f"![Pareto front: grip × delivery]({images['pareto']})", "",
+              "## Top trials", "", "By end-to-end, then delivery, then grip; repeated-seed means ± stdev where "
+              "the study re-trained a trial with new seeds.", "",
+              "| trial | grip | delivery | end-to-end | seeds | severity | next focus |",
+              "|---:|---:|---:|---:|---:|---|---|"]
+    for top in report.top:
+        a = top.behavioral_analysis
+        label = f"{top.number}{' (baseline)' if top.baseline else ''}"
+        lines.append(f"| {label} | " + " | ".join(_objective(top, n) for n in OBJECTIVES)
+                     + f" | {top.seeds} | {a.get('severity') or '-'} | {a.get('next_focus') or '-'} |")
+    for top in report.top:
+        a = top.behavioral_analysis
+        lines += ["", f"### Trial {top.number}{' (baseline)' if top.baseline else ''}", "",
+                  "- objectives: " + ", ".join(f"{LABELS[n]} {_objective(top, n)}" for n in OBJECTIVES),
+                  f"- behaviour: severity **{a.get('severity') or '-'}**, next focus **{a.get('next_focus') or '-'}**"]
+        lines += [f"  - {insight}" for insight in a.get("insights") or []]
+        if top.params:
+            lines += ["- params:"] + [f"  - `{k}` = {_value(v)}" for k, v in top.params.items()]
+        else:
+            lines.append("- params: none searched")
+        if top.run_dir:
+            lines.append(f"- run folder: `{top.run_dir}`")
+    lines += ["", "## Objectives per trial", "", f"![Objectives per trial]({images['history']})", "",
+              "## Parameter importance", ""]
+    if "importance" in images:
+        lines += [f"![Parameter importance]({images['importance']})", ""]
+        for name, imp in report.importances.items():
+            ranked = sorted(imp.items(), key=lambda kv: kv[1], reverse=True)
+            lines.append(f"- {LABELS[name]}: " + ", ".join(f"`{k}` {v:.2f}" for k, v in ranked))
+        lines.append("")
+    if report.importance_note:
+        lines += [report.importance_note]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def print_report(report: "Report") -> None:
+    """The top-trials table and the files written."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(report.states.items()))
+    out.print(f"[bold]{report.study_name}[/] ({report.storage}): focus {report.focus or '-'}; trials: {states}")
+    table = Table(title="Top trials (end-to-end, then delivery, then grip)", header_style="bold", box=box.SIMPLE_HEAD)
+    table.add_column("trial", justify="right")
+    for header in ("grip", "deliv.", "e2e"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("behaviour", overflow="fold")
+    table.add_column("params", no_wrap=True)
+    for top in report.top:
+        a = top.behavioral_analysis
+        trial = f"{top.number}" + ("\nbaseline" if top.baseline else "") + (f"\n{top.seeds} seeds" if top.seeds > 1 else "")
+        cells = [_pct(top.means[n]) + (f"\n±{top.stdev[n]:.1%}" if top.stdev else "") for n in OBJECTIVES]
+        table.add_row(trial, *cells, f"{a.get('severity') or '-'} →\n{a.get('next_focus') or '-'}",
+                      _params_line(top.params))
+    out.print(table)
+    if report.importance_note:
+        out.print(report.importance_note)
+    for key, path in report.files.items():
+        out.print(f"wrote {key}: {path}")

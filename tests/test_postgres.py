@@ -1,0 +1,325 @@
+"""Several workers, one study: PostgreSQL (and MariaDB) servers, and a journal file.
+
+The server tests run against the servers of this machine (CI provides them) and skip,
+with the reason, where none answers. Every study gets a unique name and is deleted
+afterwards; the fresh-database tests create and drop their own database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+CLI = str(Path(sys.executable).parent / "drex-opt")
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+MY_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _down(connect) -> str | None:
+    try:
+        connect().close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
+
+
+def _pg():
+    import psycopg
+
+    return psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", connect_timeout=3, autocommit=True)
+
+
+def _my():
+    import pymysql
+
+    return pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", database="test",
+                           connect_timeout=3, autocommit=True)
+
+
+PG_DOWN = _down(_pg)
+MY_DOWN = _down(_my)
+needs_pg = [pytest.mark.postgres, pytest.mark.skipif(PG_DOWN is not None,
+                                                     reason=f"no PostgreSQL at 127.0.0.1:5432 ({PG_DOWN})")]
+needs_my = pytest.mark.skipif(MY_DOWN is not None, reason=f"no MariaDB/MySQL at 127.0.0.1:3306 ({MY_DOWN})")
+
+
+def cli_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DREX_")}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args, cwd, env=None, timeout=600):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env or cli_env(),
+                          timeout=timeout)
+
+
+def start_cli(*args, cwd, env=None):
+    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env=env or cli_env())
+
+
+def study_args(url: str, name: str, *extra: str) -> list[str]:
+    return ["study", "--focus", "improve_grip", "--storage", url, "--study-name", name, *extra]
+
+
+def finish(procs: list) -> list[dict]:
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def wait_for_running_trial(storage, name: str, proc, deadline_s: float = 180):
+    """The RUNNING trial once its training child has reported progress."""
+    end = time.time() + deadline_s
+    while time.time() < end:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        for trial in running:
+            log = Path(trial.user_attrs.get("run_dir", "/nonexistent")) / "train.log"
+            if log.is_file() and '"event": "progress"' in log.read_text():
+                return trial
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def wait_for_orphan(run_dir: str, deadline_s: float = 60) -> None:
+    """The killed worker's training child stops by itself; wait for it (it competes for CPUs)."""
+    import psutil
+
+    needle = f"--run-dir {run_dir} "
+    end = time.time() + deadline_s
+    while time.time() < end:
+        if not any(needle in " ".join(p.info["cmdline"] or []) + " " for p in psutil.process_iter(["cmdline"])):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"training child of {run_dir} still running")
+
+
+def assert_one_study(trials: list, workers: int) -> None:
+    """Numbers 0..n-1 without gaps or duplicates, one baseline, all finished, every worker took part."""
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert sum(1 for t in trials if t.user_attrs.get("role") == "baseline") == 1
+    assert all(t.state in FINISHED for t in trials), [(t.number, t.state, t.user_attrs.get("fail_reason"))
+                                                      for t in trials]
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == workers
+
+
+@pytest.fixture
+def study_name():
+    """A unique study name; the study is deleted from every server URL the test appends."""
+    name = f"drex-test-{uuid.uuid4().hex[:10]}"
+    urls: list[str] = []
+    yield name, urls
+    for url in urls:
+        storage = optuna.storages.RDBStorage(url)
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            pass  # the test failed before the study existed
+        finally:
+            storage.engine.dispose()
+
+
+# ---------------------------------------------------------------- two workers at once
+@pytest.mark.slow
+@pytest.mark.parametrize("url, trials", [pytest.param(PG_URL, 2, marks=needs_pg, id="postgresql"),
+                                         pytest.param(MY_URL, 1, marks=needs_my, id="mariadb")])
+def test_two_workers_at_once_form_one_study(tmp_path, study_name, url, trials):
+    name, urls = study_name
+    urls.append(url)
+    args = study_args(url, name, "--timesteps", "120000", "--trials", str(trials), "--json")
+    procs = [start_cli(*args, cwd=tmp_path), start_cli(*args, cwd=tmp_path)]
+    results = finish(procs)
+    assert [r["trials_run"] for r in results] == [trials, trials]
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert len(study.trials) == 2 * trials
+        assert_one_study(study.trials, workers=2)
+        assert study.user_attrs["focus"] == "improve_grip"
+    finally:
+        storage.engine.dispose()
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_journal_file(tmp_path):
+    url = f"journal:{tmp_path}/shared.log"
+    args = study_args(url, "journal-study", "--timesteps", "120000", "--trials", "1", "--json")
+    results = finish([start_cli(*args, cwd=tmp_path), start_cli(*args, cwd=tmp_path)])
+    assert [r["trials_run"] for r in results] == [1, 1]
+    from drex_opt import storage as storage_mod
+
+    study = optuna.load_study(study_name="journal-study", storage=storage_mod.open_storage(url))
+    assert len(study.trials) == 2
+    assert_one_study(study.trials, workers=2)
+
+
+# ---------------------------------------------------------------- starting at once on a fresh database
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from drex_opt import study as study_mod
+url, name, ready, go = sys.argv[1:5]
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.005)
+plan = study_mod.plan(study_mod.StudySettings(focus="improve_grip", storage=url, study_name=name, trials=1,
+                                              timesteps=120000))
+study_mod.open_study(plan)
+"""
+
+
+def _fresh_database(kind: str):
+    """(URL of a new empty database, function that drops it); skips without the privilege."""
+    db = f"drex_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = _pg() if kind == "postgresql" else _my()
+        if kind == "postgresql":
+            conn.execute(f"CREATE DATABASE {db}")
+        else:
+            conn.cursor().execute(f"CREATE DATABASE {db}")
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"cannot create a scratch database: {exc}")
+
+    def drop() -> None:
+        if kind == "postgresql":
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        else:
+            conn.cursor().execute(f"DROP DATABASE IF EXISTS {db}")
+        conn.close()
+
+    if kind == "postgresql":
+        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}", drop
+    return f"mysql+pymysql://root@127.0.0.1:3306/{db}", drop
+
+
+@pytest.mark.parametrize("kind", [pytest.param("postgresql", marks=needs_pg), pytest.param("mariadb", marks=needs_my)])
+def test_workers_opening_a_fresh_database_at_once(tmp_path, kind):
+    """Optuna's tables, the study and the baseline trial are each created exactly once."""
+    url, drop = _fresh_database(kind)
+    n = 5
+    go = tmp_path / "go"
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, "race", str(tmp_path / f"ready-{i}"),
+                                   str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd=tmp_path, env=cli_env()) for i in range(n)]
+        end = time.time() + 120
+        while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):
+            assert time.time() < end and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+        go.touch()
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        storage = optuna.storages.RDBStorage(url)
+        try:
+            assert optuna.get_all_study_names(storage) == ["race"]
+            trials = optuna.load_study(study_name="race", storage=storage).trials
+            assert [(t.state, t.user_attrs.get("role")) for t in trials] == [(TrialState.WAITING, "baseline")]
+        finally:
+            storage.engine.dispose()
+    finally:
+        drop()
+
+
+# ---------------------------------------------------------------- a worker killed mid-trial
+def _kill_mid_trial(tmp_path, url: str, name: str, env: dict):
+    """Start a long trial, SIGKILL its worker, wait for the orphaned child to stop."""
+    proc = start_cli(*study_args(url, name, "--timesteps", "20000000", "--trials", "1"), cwd=tmp_path, env=env)
+    storage = optuna.storages.RDBStorage(url)
+    try:
+        trial = wait_for_running_trial(storage, name, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert optuna.load_study(study_name=name, storage=storage).trials[trial.number].state == TrialState.RUNNING
+        wait_for_orphan(trial.user_attrs["run_dir"])
+    finally:
+        storage.engine.dispose()
+    return trial
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("_", [pytest.param(None, marks=needs_pg, id="postgresql")])
+def test_killed_worker_is_recovered_by_the_next_worker_on_its_host(tmp_path, study_name, _):
+    name, urls = study_name
+    urls.append(PG_URL)
+    env = cli_env(DREX_GRACE_S="3600")  # no heartbeat verdict: the process check must do it
+    killed = _kill_mid_trial(tmp_path, PG_URL, name, env)
+    proc = run_cli(*study_args(PG_URL, name, "--timesteps", "120000", "--trials", "1", "--json"), cwd=tmp_path,
+                   env=env)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["stale_failed"] == [killed.number]
+    storage = optuna.storages.RDBStorage(PG_URL)
+    try:
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        stale = trials[killed.number]
+        assert stale.state == TrialState.FAIL and "gone" in stale.user_attrs["fail_reason"]
+        others = [t for t in trials if t.number != killed.number]
+        assert len(others) == 1 and others[0].state in FINISHED
+    finally:
+        storage.engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("_", [pytest.param(None, marks=needs_pg, id="postgresql")])
+def test_killed_worker_of_another_host_is_failed_and_retried_by_heartbeat(tmp_path, study_name, _):
+    name, urls = study_name
+    urls.append(PG_URL)
+    grace = 3
+    env = cli_env(DREX_HEARTBEAT_S="1", DREX_GRACE_S=str(grace))
+    killed = _kill_mid_trial(tmp_path, PG_URL, name, env)
+    storage = optuna.storages.RDBStorage(PG_URL)
+    try:
+        # As if the worker had run on another machine: this host cannot check its process.
+        worker = dict(killed.user_attrs["worker"], host="other-host")
+        storage.set_trial_user_attr(killed._trial_id, "worker", worker)
+        time.sleep(grace + 1)
+        proc = run_cli(*study_args(PG_URL, name, "--timesteps", "120000", "--trials", "1", "--json"), cwd=tmp_path,
+                       env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["stale_failed"] == [], "not this host's trial: left to the heartbeat"
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert len(trials) == 2
+        stale, retry = trials[killed.number], next(t for t in trials if t.number != killed.number)
+        assert stale.state == TrialState.FAIL
+        assert retry.system_attrs.get("failed_trial") == killed.number, "RetryHeartbeatStaleTrialCallback"
+        assert retry.params == stale.params and retry.state in FINISHED
+        assert retry.user_attrs["worker"]["host"] != "other-host", "the retry ran here"
+    finally:
+        storage.engine.dispose()
+
+
+def test_heartbeat_settings_come_from_the_environment(monkeypatch):
+    from drex_opt import storage as storage_mod
+    from drex_opt.errors import UserError
+
+    monkeypatch.delenv("DREX_HEARTBEAT_S", raising=False)
+    monkeypatch.delenv("DREX_GRACE_S", raising=False)
+    assert storage_mod.heartbeat_settings() == (storage_mod.HEARTBEAT_S, storage_mod.GRACE_S)
+    monkeypatch.setenv("DREX_HEARTBEAT_S", "2")
+    monkeypatch.setenv("DREX_GRACE_S", "5")
+    assert storage_mod.heartbeat_settings() == (2, 5)
+    for heartbeat, grace in (("0", "5"), ("x", "5"), ("5", "5")):
+        monkeypatch.setenv("DREX_HEARTBEAT_S", heartbeat)
+        monkeypatch.setenv("DREX_GRACE_S", grace)
+        with pytest.raises(UserError):
+            storage_mod.heartbeat_settings()
