@@ -53,7 +53,7 @@ def main() -> None:
             s = res.summary
             row = {"name": case["name"], "baseline": case["baseline"], "overrides": case["over"],
                    "seed": case["seed"], "steps": s["agent_steps"], "status": s["status"],
-                   "wall_time_s": s["wall_time_s"], "sps": (s.get("metrics_extended") or {}).get("SPS"),
+                   "wall_time_s": s["wall_time_s"], "error": s.get("error"), "sps": (s.get("metrics_extended") or {}).get("SPS"),
                    "grip": s.get("grip_success"), "delivery": s.get("delivery_success"),
                    "e2e": s.get("end_to_end_success"), "focus": s["behavioral_analysis"]["next_focus"],
                    "curve": [{k: h.get(k) for k in ("agent_steps", "environment/perfect_grip",
@@ -69,11 +69,14 @@ def main() -> None:
     (out / f"{name}.json").write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
     lines = ["# Learning on drone_pp (real PufferLib PPO runs)\n", header_markdown(info),
              "\nFinal metrics average the last 15% of each run's steps.\n",
-             "| run | steps | grip | delivery | end-to-end | focus | wall s | SPS |",
-             "|---|---:|---:|---:|---:|---|---:|---:|"]
+             "| run | status | steps | grip | delivery | end-to-end | focus | wall s | SPS |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['name']} | {r['steps']:,} | {r['grip'] or 0:.3f} | {r['delivery'] or 0:.3f} | "
+        lines.append(f"| {r['name']} | {r['status']} | {r['steps']:,} | {r['grip'] or 0:.3f} | {r['delivery'] or 0:.3f} | "
                      f"{r['e2e'] or 0:.3f} | {r['focus']} | {r['wall_time_s']:.0f} | {r['sps'] or 0:,.0f} |")
+    failed = [f"{r['name']}: {r['error']}" for r in results if r.get("error")]
+    if failed:
+        lines += ["", "Runs that did not complete: " + "; ".join(failed)]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     plot(results, out / f"{name}.png")
 

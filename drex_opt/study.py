@@ -488,8 +488,6 @@ def run(plan: StudyPlan, monitor: StudyMonitor | None = None) -> StudyResult:
     Ctrl-C (or SIGTERM) stops the children, fails the running trials and returns with
     ``interrupted`` set; the study can be resumed by running the same command again.
     """
-    import optuna
-
     from drex_opt import storage as storage_mod
 
     study = open_study(plan)

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from drex_opt import config, safety
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import ROOT, run_cli
 
 
-def run_cli(*args, cwd, timeout=900):
-    env = {k: v for k, v in os.environ.items() if k not in ("DREX_STORAGE", "DREX_INJECT_FAULT")
-           and not k.startswith("PUFFER_AUTOPILOT_")}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,16 +21,13 @@ import pytest
 
 from drex_opt import dashboard
 
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import CLI, cli_env, run_cli
+
 NAME = "drex-improve_grip-quick"
 
 
-def cli_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DREX_")}
 
 
-def run_cli(*args, cwd, timeout=600):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=cli_env(), timeout=timeout)
 
 
 def free_port() -> int:

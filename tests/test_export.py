@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 import pytest
@@ -14,14 +12,10 @@ import pytest
 from drex_opt import config, export, notes, safety
 from drex_opt.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import ROOT, run_cli
 
 
-def run_cli(*args, cwd, env=None, timeout=600):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DREX_STORAGE", "DREX_INJECT_FAULT")}
-    full_env.update(env or {})
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
+
 
 
 def synthetic_study(url: str, rows, repeats=None, name="s"):

@@ -8,7 +8,6 @@ afterwards; the fresh-database tests create and drop their own database.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import cli_env, run_cli, start_cli
+
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MY_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -54,20 +54,10 @@ needs_pg = [pytest.mark.postgres, pytest.mark.skipif(PG_DOWN is not None,
 needs_my = pytest.mark.skipif(MY_DOWN is not None, reason=f"no MariaDB/MySQL at 127.0.0.1:3306 ({MY_DOWN})")
 
 
-def cli_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DREX_")}
-    env.update(extra)
-    return env
 
 
-def run_cli(*args, cwd, env=None, timeout=600):
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env or cli_env(),
-                          timeout=timeout)
 
 
-def start_cli(*args, cwd, env=None):
-    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env=env or cli_env())
 
 
 def study_args(url: str, name: str, *extra: str) -> list[str]:

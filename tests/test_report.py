@@ -4,10 +4,7 @@ that reach the cases a tiny budget cannot (varied objectives, repeats, one param
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -15,24 +12,15 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import one_line_error, run_cli
+
 NAME = "drex-improve_grip-quick"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ANALYSIS = {"severity": "ok", "next_focus": "improve_carrying", "insights": ["drops the box while carrying"]}
 
 
-def run_cli(*args, cwd, timeout=600):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DREX_")}
-    env["COLUMNS"] = "160"  # a wide terminal: table cells on one line
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
-def one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def assert_png(path: Path) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,22 +15,13 @@ from drex_opt import config, safety, spaces
 from drex_opt import study as study_mod
 from drex_opt.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import one_line_error, run_cli, start_cli
+
 NAME = "drex-improve_grip-quick"
 
 
-def run_cli(*args, cwd, env=None, timeout=600):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DREX_STORAGE", "DREX_INJECT_FAULT")}
-    full_env.update(env or {})
-    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout)
 
 
-def start_cli(*args, cwd, env=None):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DREX_STORAGE", "DREX_INJECT_FAULT")}
-    full_env.update(env or {})
-    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env=full_env)
 
 
 def load(url, name=NAME):
@@ -255,11 +243,7 @@ def test_keep_agents_scales_arenas_when_drones_are_searched():
     (["--focus", "improve_grip", "--env", "puffer_nonexistent"], "unknown env"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
-    proc = run_cli("study", *args, cwd=tmp_path, timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    one_line_error(run_cli("study", *args, cwd=tmp_path, timeout=60), fragment)
 
 
 def test_plan_refuses_bad_values_before_anything_runs(tmp_path):

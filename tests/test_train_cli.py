@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,25 +11,13 @@ import pytest
 
 from drex_opt import behavior
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "drex-opt")
+from cli_helpers import ROOT, one_line_error as assert_one_line_error, run_cli as drex
+
 QUICK = str(ROOT / "autopilot" / "configs" / "baseline_quick.json")
 
 
-def drex(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PUFFER_AUTOPILOT_") and k != "DREX_INJECT_FAULT"}
-    full_env.update(env or {})
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.mark.slow

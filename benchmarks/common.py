@@ -1,0 +1,134 @@
+"""Shared helpers of the benchmarks: result files, best-so-far curves, table formatting.
+
+Pure Python (no torch, no training) so the tests can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+NOT_REACHED = math.inf
+
+# The scripts run as files, not as a package: make drex_opt and machine.py importable.
+for _path in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+Curve = list[tuple[float, float]]  # (cumulative agent steps, best value so far), steps increasing
+
+
+def result_name(name: str, quick: bool) -> str:
+    """``<name>_quick`` for quick mode so a smoke run never overwrites committed full results."""
+    return f"{name}_quick" if quick else name
+
+
+def write_results(name: str, payload: dict, markdown: str, out: Path = RESULTS) -> list[Path]:
+    """Write ``<name>.json`` and ``<name>.md``; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.json", out / f"{name}.md"]
+    paths[0].write_text(json.dumps(finite(payload), indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown.rstrip() + "\n", encoding="utf-8")
+    return paths
+
+
+def finite(value: object) -> object:
+    """``value`` with every NaN/infinity replaced by None: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _jsonable(value: object) -> object:
+    return str(value) if isinstance(value, Path) else repr(value)
+
+
+# ---------------------------------------------------------------- curves
+def best_so_far(trials: Iterable[dict], key: str, cost: str = "agent_steps") -> Curve:
+    """Best ``key`` found after each trial against the ``cost`` (agent steps) spent so far.
+
+    Every trial spends its ``cost`` (pruned and failed ones too); only trials with a
+    finite value for ``key`` (completed ones) can raise the best.
+    """
+    spent, best, curve = 0.0, 0.0, [(0.0, 0.0)]
+    for t in trials:
+        spent += float(t.get(cost) or 0)
+        value = t.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            best = max(best, float(value))
+        curve.append((spent, best))
+    return curve
+
+
+def value_at(curve: Curve, steps: float) -> float:
+    """The best-so-far value once ``steps`` agent steps have been spent."""
+    value = 0.0
+    for x, y in curve:
+        if x > steps:
+            break
+        value = y
+    return value
+
+
+def steps_to(curve: Curve, target: float) -> float:
+    """Agent steps spent when the best first reached ``target``; :data:`NOT_REACHED` if never."""
+    for x, y in curve:
+        if y >= target - 1e-12:
+            return x
+    return NOT_REACHED
+
+
+def band(curves: Sequence[Curve], grid: Sequence[float]) -> tuple[list[float], list[float], list[float]]:
+    """Median, minimum and maximum across ``curves`` at each point of ``grid``."""
+    med, low, high = [], [], []
+    for x in grid:
+        values = [value_at(c, x) for c in curves]
+        med.append(statistics.median(values))
+        low.append(min(values))
+        high.append(max(values))
+    return med, low, high
+
+
+def median_steps(values: Sequence[float]) -> float:
+    """Median of steps-to-target where a seed that never reached counts as infinitely late."""
+    return statistics.median(sorted(values)) if values else NOT_REACHED
+
+
+# ---------------------------------------------------------------- formatting
+def pct(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.1%}"
+
+
+def steps_text(value: float | None) -> str:
+    """Agent steps in millions (``1.20M``), or ``not reached``."""
+    if value is None or not math.isfinite(value):
+        return "not reached"
+    return f"{value / 1e6:.2f}M"
+
+
+def spread_text(values: Sequence[float], fmt=pct) -> str:
+    """``median [min–max]`` (just the value for a single seed)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.median(values))} [{fmt(min(values))}–{fmt(max(values))}]"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[bool] | None = None) -> str:
+    """A GitHub markdown table; ``right`` marks right-aligned (numeric) columns."""
+    right = list(right) if right is not None else [False] + [True] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,677 @@
+"""Search efficiency: the best success each search method finds per agent step spent.
+
+Run: .venv/bin/python benchmarks/search_efficiency.py [--quick] [--seeds 1 2 3] [--trials N]
+
+From one baseline state (the quick baseline trained briefly; its behavioural analysis
+names the focus), four methods get the same number of trials at the same agent steps per
+trial (the focus's quick budget), every trial a real PufferLib training run:
+
+- ``drex-opt``: the study engine on that focus (``study.plan`` + ``study.run``), early
+  stopping as shipped, no seed repeats (they would spend extra compute);
+- ``random``: Optuna's RandomSampler over the whole safe space (see :func:`whole_space`);
+- ``tpe``: multi-objective TPE over the whole safe space, no focus;
+- ``protein``: PufferLib's ``pufferlib.sweep.Protein`` (suggest/observe) over the whole
+  safe space, score = end-to-end success, cost = wall time.
+
+Every proposal goes through ``safety.clamp``. Writes
+``benchmarks/results/search_efficiency[_quick].{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    NOT_REACHED, band, best_so_far, md_table, median_steps, pct, result_name, spread_text, steps_text, steps_to,
+    write_results,
+)
+
+METHODS = ("drex-opt", "random", "tpe", "protein")
+OBJECTIVES = (("end_to_end_success", "end-to-end"), ("delivery_success", "delivery"), ("grip_success", "grip"))
+TARGET_SHARE = 0.8  # target = this share of the best value any method found
+BASELINE_STEPS = 1_000_000  # the short baseline run that defines the baseline state
+
+# Keys that choose where and how a run executes rather than what it learns: the device
+# must be this machine's, torch.compile costs minutes of start-up on a CPU, and the
+# autopilot keys only steer the owner's loop. A search over them finds nothing.
+EXCLUDED = frozenset({
+    "train.device", "train.compile", "train.compile_fullgraph", "train.compile_mode", "train.cpu_offload",
+    "train.torch_deterministic", "train.precision", "train.checkpoint_interval",
+    "autopilot.resume_mode", "autopilot.resume_from", "autopilot.save_strategy",
+})
+# The topology's safety ranges allow batches from 1 to 256^3 x 512 agent steps. Huge ones do
+# not fit in memory or leave no update in a trial's budget; tiny ones update every few steps
+# (one drone with a 32-step horizon trains at ~300 steps/s here and times out). These bounds,
+# a factor of 4 to 8 around the quick baseline, keep every trial runnable: batches of 128 to
+# 2M steps, log-uniform around the baseline's 16,384.
+TOPOLOGY_BOUNDS: dict[str, tuple[int, int]] = {
+    "env.num_envs": (2, 32), "env.num_drones": (4, 64), "vec.num_envs": (1, 8), "train.bptt_horizon": (16, 128),
+}
+LOG_FLOATS = frozenset({"train.learning_rate", "train.adam_eps"})
+
+
+@dataclass(frozen=True)
+class WholeParam:
+    """One key of the whole safe space: a float/int range or categorical choices."""
+
+    key: str
+    kind: str  # "float" | "int" | "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+
+# ---------------------------------------------------------------- the whole safe space
+def whole_space(cores: int | None = None) -> list[WholeParam]:
+    """Every searchable key of the brief within its safety range.
+
+    Searchable: not derived, not the budget or seed, not an execution setting
+    (:data:`EXCLUDED`). Topology keys get :data:`TOPOLOGY_BOUNDS` (log scale) and
+    ``vec.num_workers`` at most this machine's cores; learning rate and Adam epsilon are
+    log scale; every other number is uniform over its full safety range.
+    """
+    from drex_opt import safety, spaces
+
+    cores = max(1, cores or os.cpu_count() or 1)
+    out = []
+    for spec in safety.SPECS:
+        key = spec.key
+        if spec.derived or key in spaces.RESERVED or key in EXCLUDED:
+            continue
+        if key in TOPOLOGY_BOUNDS:
+            low, high = TOPOLOGY_BOUNDS[key]
+            out.append(WholeParam(key, "int", max(low, int(spec.low)), min(high, int(spec.high)), log=True))
+        elif key == "vec.num_workers":
+            out.append(WholeParam(key, "int", 1, min(cores, int(spec.high))))
+        elif spec.kind == "float":
+            out.append(WholeParam(key, "float", spec.low, spec.high, log=key in LOG_FLOATS))
+        elif spec.kind == "int":
+            out.append(WholeParam(key, "int", int(spec.low), int(spec.high)))
+        elif spec.kind == "bool":
+            out.append(WholeParam(key, "categorical", choices=(False, True)))
+        elif spec.kind == "choice":
+            out.append(WholeParam(key, "categorical", choices=tuple(spec.choices)))
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict[str, dict]:
+    """``{"train.gamma": 0.9}`` -> ``{"train": {"gamma": 0.9}}``."""
+    out: dict[str, dict] = {}
+    for key, value in flat.items():
+        section, name = key.split(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def flatten(nested: dict) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, values in nested.items() if isinstance(values, dict) for k, v in values.items()}
+
+
+def suggest_optuna(trial, space: list[WholeParam]) -> dict[str, dict]:
+    """Nested overrides drawn by an Optuna trial over the whole space."""
+    flat = {}
+    for p in space:
+        if p.kind == "float":
+            flat[p.key] = trial.suggest_float(p.key, p.low, p.high, log=p.log)
+        elif p.kind == "int":
+            flat[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
+        else:
+            flat[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+    return nest(flat)
+
+
+def trial_overrides(proposal: dict, baseline: dict, timesteps: int, seed: int) -> tuple[dict, list[str]]:
+    """A proposal with the trial's budget and seed, repaired by ``safety.clamp``."""
+    from drex_opt import config, safety
+
+    return safety.clamp(config.merge(proposal, {"train": {"total_timesteps": timesteps, "seed": seed}}), baseline)
+
+
+# ---------------------------------------------------------------- Protein
+def protein_config(space: list[WholeParam], baseline: dict) -> dict:
+    """PufferLib's ``[sweep]`` sections for the whole space, centred on the baseline.
+
+    Log keys are ``log_normal``, other numbers ``uniform``/``int_uniform``; Protein has no
+    categorical type, so a categorical is an ``int_uniform`` index into its choices.
+    """
+    cfg: dict = {"metric": "end_to_end_success", "goal": "maximize"}
+    for p in space:
+        section, name = p.key.split(".")
+        center = baseline[section][name]
+        if p.kind == "categorical":
+            entry = {"distribution": "int_uniform", "min": 0, "max": len(p.choices) - 1,
+                     "mean": p.choices.index(center) if center in p.choices else 0}
+        else:
+            dist = "log_normal" if p.log else ("int_uniform" if p.kind == "int" else "uniform")
+            entry = {"distribution": dist, "min": p.low, "max": p.high, "mean": min(max(center, p.low), p.high)}
+        entry["scale"] = "auto"
+        cfg.setdefault(section, {})[name] = entry
+    return cfg
+
+
+def protein_decode(suggestion: dict, space: list[WholeParam]) -> dict[str, dict]:
+    """Protein's suggestion as a proposal (raw numbers: ``safety.clamp`` rounds and bounds them)."""
+    flat = flatten(suggestion)
+    out = {}
+    for p in space:
+        value = float(flat[p.key])
+        if p.kind == "categorical":
+            out[p.key] = p.choices[min(max(int(math.floor(value + 0.5)), 0), len(p.choices) - 1)]
+        else:
+            out[p.key] = value
+    return nest(out)
+
+
+def protein_encode(overrides: dict, space: list[WholeParam], baseline: dict) -> dict[str, dict]:
+    """The values a trial ran with, in Protein's encoding (what ``observe`` expects)."""
+    from drex_opt import config
+
+    used = flatten(config.merge(baseline, overrides))
+    out = {}
+    for p in space:
+        value = used[p.key]
+        out[p.key] = p.choices.index(value) if p.kind == "categorical" else float(value)
+    return nest(out)
+
+
+# ---------------------------------------------------------------- running trials
+def train_trial(overrides: dict, adjustments: list[str], baseline: dict, run_dir: Path, timeout: float,
+                threads: int) -> dict:
+    """One real training run of ``baseline`` + ``overrides`` (already clamped); its record.
+
+    A run of exactly this configuration already finished in ``run_dir`` (a resumed
+    benchmark, see ``--work``) is read back instead of trained again.
+    """
+    from drex_opt import config, runner
+
+    cfg = config.merge(baseline, overrides)
+    s = finished_run(run_dir, cfg)
+    resumed = s is not None
+    if s is None:
+        s = runner.run_training(cfg, run_dir, timeout=timeout, threads=threads).summary
+    ok = s["status"] == "completed"
+    record = {"state": "COMPLETE" if ok else "FAIL", "status": s["status"], "error": s.get("error"),
+              "agent_steps": s.get("agent_steps") or 0, "wall_time_s": s.get("wall_time_s"),
+              "sps": (s.get("metrics_extended") or {}).get("SPS"), "overrides": overrides,
+              "adjustments": adjustments, "resumed": resumed}
+    for key, _ in OBJECTIVES:
+        value = s.get(key)
+        record[key] = float(value) if ok and isinstance(value, (int, float)) and math.isfinite(value) else None
+    if ok and any(record[key] is None for key, _ in OBJECTIVES):
+        record["state"], record["error"] = "FAIL", "missing metrics"
+    return record
+
+
+def finished_run(run_dir: Path, cfg: dict) -> dict | None:
+    """The summary of a finished earlier run of exactly ``cfg`` in ``run_dir``, else None."""
+    try:
+        if json.loads((run_dir / "config.json").read_text(encoding="utf-8")) == json.loads(json.dumps(cfg)):
+            return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass  # never started, or killed before its summary was written: train it
+    return None
+
+
+def _log(method: str, seed: int, number: int, rec: dict) -> None:
+    values = " ".join(f"{label[:4]} {pct(rec.get(key))}" for key, label in OBJECTIVES)
+    print(f"  {method:<8} seed {seed} trial {number:>2}: {rec['state']:<8} {rec['agent_steps']:>9,} steps "
+          f"{rec.get('wall_time_s') or 0:6.1f}s {values}" + (f" ({rec.get('error')})" if rec.get("error") else "")
+          + (f" (the {rec['shared_with']} run of this configuration)" if rec.get("shared_with") else ""), flush=True)
+
+
+def run_drex(from_run: Path, trials: int, timesteps: int, seed: int, work: Path, timeout: float) -> list[dict]:
+    """The real study engine on the baseline state's focus; one record per trial, in order."""
+    import dataclasses
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from drex_opt import study
+
+    plan = study.plan(study.StudySettings(
+        from_run=from_run, baseline="quick", storage=f"sqlite:///{work / 'drex.db'}",
+        study_name=f"bench-drex-s{seed}", trials=trials, timesteps=timesteps, seed=seed, repeats=0,
+        trial_timeout=timeout, studies_dir=work / "studies", command=list(sys.argv)))
+    try:  # a resumed benchmark: the study engine resumes the same study, for the trials still missing
+        done = len(optuna.load_study(study_name=plan.study_name, storage=plan.storage).get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+    except KeyError:
+        done = 0
+    if done < trials and study.run(dataclasses.replace(plan, trials=trials - done)).interrupted:
+        raise KeyboardInterrupt
+
+    records = []
+    for t in optuna.load_study(study_name=plan.study_name, storage=plan.storage).get_trials(deepcopy=False)[:trials]:
+        a = t.user_attrs
+        rec = {"number": t.number, "state": t.state.name, "status": a.get("status"),
+               "error": a.get("fail_reason") or a.get("prune_reason"), "agent_steps": a.get("agent_steps") or 0,
+               "wall_time_s": a.get("wall_time_s"), "sps": a.get("sps"), "overrides": a.get("overrides"),
+               "adjustments": a.get("clamp_adjustments") or [], "baseline_trial": a.get("role") == study.BASELINE_ROLE}
+        for i, (key, _) in enumerate(OBJECTIVES[::-1]):  # the study's order: grip, delivery, e2e
+            rec[key] = float(t.values[i]) if t.state == TrialState.COMPLETE else None
+        records.append(rec)
+        _log("drex-opt", seed, t.number, rec)
+    return records
+
+
+def run_optuna(method: str, space: list[WholeParam], baseline: dict, trials: int, timesteps: int, seed: int,
+               startup: int, work: Path, timeout: float, threads: int, shared: dict[str, dict]) -> list[dict]:
+    """Random search or multi-objective TPE over the whole space, through ask/tell.
+
+    TPE's start-up trials come from a RandomSampler with the same seed, so they propose
+    exactly what random search proposed: such a configuration already trained (same
+    values, budget and seed) is taken from ``shared`` instead of being trained again.
+    """
+    import optuna
+    from optuna.samplers import RandomSampler, TPESampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = RandomSampler(seed=seed) if method == "random" else TPESampler(
+        seed=seed, n_startup_trials=startup, multivariate=True)
+    study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
+    records = []
+    for number in range(trials):
+        trial = study.ask()
+        overrides, adjustments = trial_overrides(suggest_optuna(trial, space), baseline, timesteps, seed)
+        key = json.dumps(overrides, sort_keys=True)
+        if key in shared:
+            rec = {**shared[key], "shared_with": shared[key]["method"]}
+        else:
+            rec = train_trial(overrides, adjustments, baseline, work / f"trial-{number}", timeout, threads)
+            shared[key] = {**rec, "method": method}
+        rec["number"] = number
+        if rec["state"] == "COMPLETE":
+            study.tell(trial, [rec["grip_success"], rec["delivery_success"], rec["end_to_end_success"]])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        records.append(rec)
+        _log(method, seed, number, rec)
+    return records
+
+
+def run_protein(space: list[WholeParam], baseline: dict, trials: int, timesteps: int, seed: int, work: Path,
+                timeout: float, threads: int) -> list[dict]:
+    """PufferLib's Protein: suggest, clamp, train, observe (score e2e, cost wall time)."""
+    import numpy as np
+    import torch
+    from pufferlib.sweep import Protein
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    chatter = io.StringIO()  # Protein prints its samples and predictions
+    with contextlib.redirect_stdout(chatter):
+        protein = Protein(protein_config(space, baseline))
+    records = []
+    for number in range(trials):
+        with contextlib.redirect_stdout(chatter):
+            suggestion, _ = protein.suggest(None)
+        overrides, adjustments = trial_overrides(protein_decode(suggestion, space), baseline, timesteps, seed)
+        rec = train_trial(overrides, adjustments, baseline, work / f"trial-{number}", timeout, threads)
+        rec["number"] = number
+        ok = rec["state"] == "COMPLETE"
+        protein.observe(protein_encode(overrides, space, baseline), rec["end_to_end_success"] if ok else 0.0,
+                        max(float(rec.get("wall_time_s") or 0.0), 1e-3), is_failure=not ok)
+        records.append(rec)
+        _log("protein", seed, number, rec)
+    return records
+
+
+def baseline_state(steps: int, seed: int, run_dir: Path) -> dict:
+    """Train the quick baseline for ``steps``; its summary is the state every method starts from."""
+    from drex_opt import config, runner
+
+    cfg = config.resolve("quick", None, {"train": {"total_timesteps": steps, "seed": seed}})
+    s = finished_run(run_dir, cfg) or runner.run_training(cfg, run_dir).summary
+    if s["status"] != "completed":
+        raise SystemExit(f"baseline run {s['status']}: {s.get('error')}")
+    analysis = s["behavioral_analysis"]
+    return {"run_dir": str(run_dir), "steps": s["agent_steps"], "seed": seed, "wall_time_s": s["wall_time_s"],
+            **{key: s.get(key) for key, _ in OBJECTIVES},
+            "focus": analysis["next_focus"], "severity": analysis["severity"], "insights": analysis["insights"]}
+
+
+# ---------------------------------------------------------------- analysis
+def summarize(runs: dict[str, dict[int, list[dict]]]) -> dict:
+    """Per objective: the target, and per method the best found and the steps to the target.
+
+    ``runs[method][seed]`` is the list of trial records in the order they ran.
+    """
+    out: dict = {"objectives": {}}
+    for key, label in OBJECTIVES:
+        curves = {m: {s: best_so_far(recs, key) for s, recs in by_seed.items()} for m, by_seed in runs.items()}
+        best_any = max((c[-1][1] for by_seed in curves.values() for c in by_seed.values()), default=0.0)
+        target = TARGET_SHARE * best_any if best_any > 0 else None
+        methods = {}
+        for m, by_seed in curves.items():
+            finals = [c[-1][1] for c in by_seed.values()]
+            reach = [steps_to(c, target) if target is not None else NOT_REACHED for c in by_seed.values()]
+            # The same in wall time: load-dependent, and it counts what a trial costs on this machine.
+            walls = [steps_to(best_so_far(recs, key, "wall_time_s"), target) if target is not None else NOT_REACHED
+                     for recs in runs[m].values()]
+            methods[m] = {"best": finals, "steps_to_target": reach, "median_steps_to_target": median_steps(reach),
+                          "seeds_reached": sum(math.isfinite(r) for r in reach),
+                          "wall_s_to_target": walls, "median_wall_s_to_target": median_steps(walls)}
+        out["objectives"][key] = {"label": label, "best_any": best_any, "target": target, "methods": methods}
+    out["spent"] = {m: [sum(r["agent_steps"] for r in recs) for recs in by_seed.values()]
+                    for m, by_seed in runs.items()}
+    out["states"] = {m: _states(r for recs in by_seed.values() for r in recs) for m, by_seed in runs.items()}
+    out["verdict"] = verdict(out["objectives"], {m: statistics.median(v) for m, v in out["spent"].items()})
+    return out
+
+
+def gradient_updates(rec: dict, baseline: dict) -> int | None:
+    """Optimizer steps a trial took: update epochs x batches trained (minibatch = batch here)."""
+    train = {**baseline["train"], **((rec.get("overrides") or {}).get("train") or {})}
+    batch = train.get("batch_size")
+    if not batch or not rec.get("agent_steps"):
+        return None
+    return int(train.get("update_epochs", 1)) * (int(rec["agent_steps"]) // int(batch))
+
+
+def best_trials(runs: dict[str, dict[int, list[dict]]], n: int = 5) -> list[tuple[str, int, dict]]:
+    """The ``n`` best completed trials of all methods by end-to-end, then delivery, then grip."""
+    done = [(m, s, r) for m, by_seed in runs.items() for s, recs in by_seed.items() for r in recs
+            if r["state"] == "COMPLETE" and not r.get("shared_with")]
+    done.sort(key=lambda x: tuple(x[2][k] for k, _ in OBJECTIVES), reverse=True)
+    return done[:n]
+
+
+def _states(records) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return counts
+
+
+def verdict(objectives: dict, spent: dict[str, float]) -> list[str]:
+    """Plain sentences on the issue's target: at least 2x less compute than random search to
+    reach the target level, and ahead of Protein. Judged on end-to-end success (the issue's
+    measure), then on delivery and grip, the stages before it, wherever any method found some."""
+    lines = []
+    for key, label in OBJECTIVES:
+        obj = objectives[key]
+        if obj["target"] is None:
+            lines.append(f"No method found any {label} success, so the target cannot be judged on {label}.")
+            continue
+        ms = obj["methods"]
+        if "drex-opt" not in ms:
+            continue
+        drex = ms["drex-opt"]["median_steps_to_target"]
+        head = f"On {label} (target {pct(obj['target'])}, {TARGET_SHARE:.0%} of the best found): "
+        if "random" in ms:
+            rnd = ms["random"]["median_steps_to_target"]
+            if not math.isfinite(drex):
+                lines.append(head + "drex-opt did not reach the target (median seed): the 2x-over-random target "
+                             "is NOT met.")
+            elif not math.isfinite(rnd):
+                # Random search's whole spend only bounds its steps to the target from below.
+                bound = spent.get("random", 0.0) / max(drex, 1)
+                lines.append(head + f"drex-opt reached it in {steps_text(drex)} agent steps; random search did not "
+                             f"within the {steps_text(spent.get('random'))} it spent (ratio above {bound:.1f}x): "
+                             + ("the 2x target is met." if bound >= 2 else
+                                "whether the 2x target is met is not shown by this budget."))
+            else:
+                ratio = rnd / max(drex, 1)
+                lines.append(head + f"drex-opt {steps_text(drex)} vs random {steps_text(rnd)} agent steps "
+                             f"({ratio:.1f}x): the 2x target is {'met' if ratio >= 2 else 'NOT met'}.")
+        if "protein" in ms:
+            prot = ms["protein"]["median_steps_to_target"]
+            d_best = statistics.median(ms["drex-opt"]["best"])
+            p_best = statistics.median(ms["protein"]["best"])
+            if math.isfinite(drex) and (not math.isfinite(prot) or drex < prot):
+                ahead = f"drex-opt is ahead of Protein ({steps_text(drex)} vs {steps_text(prot)} to the target)."
+            elif math.isfinite(prot) and (not math.isfinite(drex) or prot < drex):
+                ahead = f"drex-opt is NOT ahead of Protein ({steps_text(drex)} vs {steps_text(prot)} to the target)."
+            else:
+                ahead = (f"drex-opt and Protein tie on steps to the target; median best {pct(d_best)} vs "
+                         f"{pct(p_best)}: drex-opt is {'ahead' if d_best > p_best else 'NOT ahead'}.")
+            lines.append(head + ahead)
+    return lines
+
+
+# ---------------------------------------------------------------- report
+def markdown(info: dict, settings: dict, state: dict, space: list[WholeParam], summary: dict,
+             runs: dict[str, dict[int, list[dict]]], name: str) -> str:
+    from drex_opt import config
+    from machine import header_markdown
+
+    baseline = config.load_baseline("quick")
+    lines = ["# Search efficiency: drex-opt vs random search, TPE and Protein (real PufferLib runs)\n",
+             header_markdown(info),
+             f"- mode: {'quick (smoke)' if settings['quick'] else 'full'}; seeds {settings['seeds']}; "
+             f"{settings['trials']} trials x {settings['timesteps']:,} agent steps per method and seed; "
+             f"trial timeout {settings['trial_timeout']:.0f} s; wall time of all trials "
+             f"{settings.get('trials_wall_min', settings['wall_time_min']):.1f} min\n",
+             "## Baseline state\n",
+             f"The quick baseline trained for {state['steps']:,} steps (seed {state['seed']}): grip "
+             f"{pct(state['grip_success'])}, delivery {pct(state['delivery_success'])}, end-to-end "
+             f"{pct(state['end_to_end_success'])}. Behavioural focus **{state['focus']}** (severity "
+             f"{state['severity']}): " + "; ".join(state["insights"]) + ".\n",
+             f"drex-opt searches that focus's space (`search_spaces/{settings['space_focus']}.toml`, trial 0 is the "
+             "baseline, early stopping on, no seed repeats). The others search the whole safe space below from "
+             "scratch (Protein starts at its search centre, the baseline). Each trial trains from scratch with the "
+             "study's seed, as drex-opt's trials do. TPE's first "
+             f"{settings.get('tpe_startup_trials', '?')} trials are its random start-up: the same proposals as "
+             "random search's (same sampler seed), so those runs are shared rather than trained twice.\n",
+             "## Results\n",
+             "Best value found by each method (median [min–max] over seeds) and the agent steps it spent until "
+             f"its best first reached the target ({TARGET_SHARE:.0%} of the best value any method found; median "
+             "over seeds, a seed that never reached counts as never). Agent steps include pruned and failed "
+             "trials. Agent-step numbers do not depend on the machine's load; wall times do.\n"]
+    for key, obj in summary["objectives"].items():
+        rows = []
+        for m, r in obj["methods"].items():
+            wall = r.get("median_wall_s_to_target", NOT_REACHED)
+            rows.append([m, spread_text(r["best"]), steps_text(r["median_steps_to_target"]),
+                         f"{r['seeds_reached']}/{len(r['best'])}",
+                         f"{wall / 60:.1f}" if wall is not None and math.isfinite(wall) else "not reached"])
+        target = pct(obj["target"]) if obj["target"] is not None else "none (nobody found any)"
+        lines += [f"### {obj['label']} success (target {target})\n",
+                  md_table(["method", "best found", "steps to target", "seeds reached",
+                            "wall min to target (load-dependent)"], rows), ""]
+    rows = []
+    for m, by_seed in runs.items():
+        walls = [sum(r.get("wall_time_s") or 0 for r in recs) / 60 for recs in by_seed.values()]
+        st = summary["states"][m]
+        adj = sum(1 for recs in by_seed.values() for r in recs if r.get("adjustments")
+                  and any("is not an integer" not in a for a in r["adjustments"]))
+        load = ", ".join(f"{v:g}" for v in settings.get("load_at_start", {}).get(m, []) if v is not None)
+        updates = [u for recs in by_seed.values() for r in recs if (u := gradient_updates(r, baseline)) is not None]
+        rows.append([m, spread_text(summary["spent"][m], steps_text), st.get("COMPLETE", 0), st.get("PRUNED", 0),
+                     st.get("FAIL", 0), adj, f"{statistics.median(updates):.0f}" if updates else "-",
+                     spread_text(walls, lambda v: f"{v:.1f}"), load or "-"])
+    lines += ["### Compute\n",
+              md_table(["method", "agent steps spent", "complete", "pruned", "failed", "clamped",
+                        "gradient updates per trial (median)", "wall min (load-dependent)", "load at start"], rows),
+              "\n`clamped`: trials whose proposal `safety.clamp` moved (beyond rounding Protein's real-valued "
+              "counts to integers). `gradient updates`: update epochs x batches trained, the optimizer steps a "
+              "trial gets from its agent steps. "
+              "`failed` includes crashes, NaN and timeouts.\n",
+              "### Best trials of all methods\n",
+              md_table(["method", "seed", "trial", "end-to-end", "delivery", "grip", "gradient updates",
+                        "learning rate", "update epochs", "batch", "optimizer", "drones x arenas"],
+                       [[m, s, r["number"], pct(r["end_to_end_success"]), pct(r["delivery_success"]),
+                         pct(r["grip_success"]), gradient_updates(r, baseline) or "-",
+                         f"{_train(r, baseline, 'learning_rate'):.2g}", _train(r, baseline, "update_epochs"),
+                         f"{_train(r, baseline, 'batch_size'):,}", _train(r, baseline, "optimizer"),
+                         f"{_env(r, baseline, 'num_drones')} x {_env(r, baseline, 'num_envs')}"]
+                        for m, s, r in best_trials(runs)]),
+              "",
+              "## Verdict\n"]
+    lines += [f"- {v}" for v in summary["verdict"]] or ["- nothing to judge"]
+    lines += ["", f"![best-so-far vs agent steps]({name}.png)\n", "## The whole safe space\n",
+              "Every searchable key of the brief within its safety range (log scale where marked). Left out, "
+              "as execution settings rather than hyperparameters: " + ", ".join(f"`{k}`" for k in sorted(EXCLUDED))
+              + ". Topology keys are bounded around the quick baseline so every trial can run (batches of 128 "
+              "to 2M agent steps; a one-drone, 32-step batch trains at ~300 steps/s here and times out).\n",
+              md_table(["key", "type", "range / choices", "log"],
+                       [[f"`{p.key}`", p.kind, _range_text(p), "yes" if p.log else ""] for p in space],
+                       [False, False, False, False])]
+    return "\n".join(lines) + "\n"
+
+
+def _train(rec: dict, baseline: dict, key: str) -> Any:
+    return ((rec.get("overrides") or {}).get("train") or {}).get(key, baseline["train"][key])
+
+
+def _env(rec: dict, baseline: dict, key: str) -> Any:
+    return ((rec.get("overrides") or {}).get("env") or {}).get(key, baseline["env"][key])
+
+
+def _range_text(p: WholeParam) -> str:
+    return ", ".join(map(str, p.choices)) if p.choices else f"{p.low:.10g} – {p.high:.10g}"
+
+
+def plot(runs: dict[str, dict[int, list[dict]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = max((sum(r["agent_steps"] for r in recs) for by_seed in runs.values() for recs in by_seed.values()),
+              default=1)
+    grid = [top * i / 200 for i in range(201)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=False)
+    for ax, (key, label) in zip(axes, OBJECTIVES):
+        for m, by_seed in runs.items():
+            curves = [best_so_far(recs, key) for recs in by_seed.values()]
+            end = max(c[-1][0] for c in curves)  # a method's line stops where its spending did
+            points = [x for x in grid if x < end] + [end]
+            med, low, high = band(curves, points)
+            xs = [x / 1e6 for x in points]
+            (line,) = ax.step(xs, med, where="post", label=m)
+            if len(curves) > 1:
+                ax.fill_between(xs, low, high, step="post", alpha=0.15, color=line.get_color())
+        ax.set_ylim(bottom=0, top=max(0.05, ax.get_ylim()[1]))
+        ax.set_title(f"best {label} success so far")
+        ax.set_xlabel("agent steps spent (millions)")
+    axes[0].set_ylabel("share of episodes (median, band = min–max over seeds)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, 4 trials per method (a few minutes)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="benchmark seeds (default: 1 quick, 1 2 3 full)")
+    parser.add_argument("--trials", type=int,
+                        help="trials per method and seed (default: 4 quick, the focus's budget full)")
+    parser.add_argument("--timesteps", type=int, help="agent steps per trial (default: the focus's quick budget)")
+    parser.add_argument("--baseline-steps", type=int, default=BASELINE_STEPS, help="steps of the baseline-state run")
+    parser.add_argument("--trial-timeout", type=float,
+                        help="seconds before any method's trial is killed (default: drex-opt's, 120 s + 1 s per 5,000 "
+                             "steps); raise it on a loaded machine, where slow configurations time out sooner")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--work", type=Path,
+                        help="keep every run here (default: a temporary folder, deleted at the end); running the "
+                             "same command with the same --work again resumes it, reusing every finished trial")
+    parser.add_argument("--render", type=Path, help="rewrite the .md and .png of this results .json; train nothing")
+    args = parser.parse_args(argv)
+    args.seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    from drex_opt import config, spaces, study
+    from machine import describe
+
+    args = parse_args(argv)
+    if args.render:
+        return render(args.render)
+    started = time.time()
+    baseline = config.load_baseline("quick")
+    space = whole_space()
+    runs: dict[str, dict[int, list[dict]]] = {m: {} for m in args.methods}
+    loads: dict[str, list[float | None]] = {}  # the machine's 1-minute load average as each method's run started
+    shared: dict[str, dict] = {}  # trained configurations (JSON) -> record, see run_optuna
+    keep = contextlib.nullcontext(str(args.work)) if args.work else None
+    with keep or tempfile.TemporaryDirectory(prefix="drex-bench-search-") as tmp:
+        work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"baseline state: quick baseline, {args.baseline_steps:,} steps", flush=True)
+        state = baseline_state(args.baseline_steps, args.seeds[0], work / "baseline")
+        print(f"  focus {state['focus']} ({state['severity']}); grip {pct(state['grip_success'])}", flush=True)
+        focus_space = spaces.load(state["focus"])
+        budget = focus_space.budget_for("quick", state["severity"])
+        timesteps = args.timesteps or budget.timesteps
+        trials = args.trials or (4 if args.quick else budget.trials)
+        timeout = args.trial_timeout or study.TRIAL_TIMEOUT_BASE_S + timesteps / study.TRIAL_TIMEOUT_MIN_SPS
+        threads = max(1, os.cpu_count() or 1)
+        for seed in args.seeds:
+            for m in args.methods:
+                print(f"{m}, seed {seed}", flush=True)
+                loads.setdefault(m, []).append(round(os.getloadavg()[0], 2))
+                where = work / f"{m}-s{seed}"
+                where.mkdir(parents=True, exist_ok=True)
+                if m == "drex-opt":
+                    runs[m][seed] = run_drex(Path(state["run_dir"]), trials, timesteps, seed, where, timeout)
+                elif m == "protein":
+                    runs[m][seed] = run_protein(space, baseline, trials, timesteps, seed, where, timeout, threads)
+                else:
+                    runs[m][seed] = run_optuna(m, space, baseline, trials, timesteps, seed, budget.startup_trials,
+                                               where, timeout, threads, shared)
+                if all(r.get("resumed") or r.get("shared_with") for r in runs[m][seed]):
+                    loads[m][-1] = None  # nothing trained now: this load says nothing about those runs
+    summary = summarize(runs)
+    settings = {"quick": args.quick, "seeds": args.seeds, "trials": trials, "timesteps": timesteps,
+                "trial_timeout": timeout, "tpe_startup_trials": budget.startup_trials,
+                "space_focus": focus_space.focus, "target_share": TARGET_SHARE,
+                "wall_time_min": (time.time() - started) / 60, "load_at_start": loads,
+                "trials_wall_min": sum(r.get("wall_time_s") or 0 for by_seed in runs.values()
+                                       for recs in by_seed.values() for r in recs if not r.get("shared_with")) / 60}
+    info = describe()
+    name = result_name("search_efficiency", args.quick)
+    payload = {"machine": info, "settings": settings, "baseline_state": state,
+               "whole_space": [asdict(p) for p in space], "summary": summary,
+               "runs": {m: {str(s): recs for s, recs in by_seed.items()} for m, by_seed in runs.items()}}
+    from common import RESULTS
+
+    write_results(name, payload, markdown(info, settings, state, space, summary, runs, name))
+    plot(runs, RESULTS / f"{name}.png")
+    for line in summary["verdict"]:
+        print(line)
+    print(f"wrote {RESULTS / name}.{{json,md,png}} in {settings['wall_time_min']:.1f} min")
+
+
+def render(path: Path) -> None:
+    """Rewrite a stored result's markdown, summary and plot (after a change to the report)."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    runs = {m: {int(s): recs for s, recs in by_seed.items()} for m, by_seed in data["runs"].items()}
+    settings = data["settings"]
+    settings.setdefault("trials_wall_min", sum(r.get("wall_time_s") or 0 for by_seed in runs.values()
+                                               for recs in by_seed.values() for r in recs
+                                               if not r.get("shared_with")) / 60)
+    summary = summarize(runs)
+    data["summary"] = summary
+    space = [WholeParam(**{**p, "choices": tuple(p["choices"])}) for p in data["whole_space"]]
+    name = path.stem
+    write_results(name, data, markdown(data["machine"], settings, data["baseline_state"], space, summary, runs, name),
+                  out=path.parent)
+    plot(runs, path.parent / f"{name}.png")
+    print(f"rewrote {path.parent / name}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Running the real ``drex-opt`` console script from tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "drex-opt")
+
+
+def cli_env(**extra: str) -> dict:
+    """This environment without drex-opt's and the autopilot's variables, plus ``extra``.
+
+    A wide terminal keeps rich's table cells on one line.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DREX_", "PUFFER_AUTOPILOT_"))}
+    env["COLUMNS"] = "160"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | str = ROOT, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, cwd=cwd, env=cli_env(**(env or {})),
+                          timeout=timeout)
+
+
+def start_cli(*args: str, cwd: Path | str = ROOT, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env=cli_env(**(env or {})))
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Assert exit code 2 with a single ``error:`` line naming ``fragments``; return the line."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
