@@ -210,6 +210,11 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
         state = torch.load(load_model, map_location=device)
         policy.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
     cfg = train_config(config, env_name, run_dir, vecenv.num_agents)
+    if cfg["total_timesteps"] < cfg["batch_size"]:
+        # PufferLib's schedule divides by the number of batches: a run is at least one batch.
+        notes.append(f"train.total_timesteps {cfg['total_timesteps']} is below one batch; "
+                     f"trained one batch ({cfg['batch_size']} steps)")
+        cfg["total_timesteps"] = cfg["batch_size"]
     cfg["use_rnn"] = hasattr(policy, "lstm")
     optimizer = cfg["optimizer"]
     if optimizer == "adamw":

@@ -157,3 +157,15 @@ def test_help_is_fast_and_lists_commands():
                             "print(sorted(m for m in ('torch', 'pufferlib', 'optuna') if m in sys.modules))"],
                            capture_output=True, text=True, cwd=ROOT)
     assert probe.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_budget_below_one_batch_trains_one_batch(tmp_path):
+    """The brief allows 1,000 steps; PufferLib needs at least one batch."""
+    run_dir = tmp_path / "tiny"
+    proc = drex("train", "--config", QUICK, "--timesteps", "1000", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["agent_steps"] >= 1000
+    assert any("below one batch" in note for note in summary["notes"])
