@@ -37,8 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    NOT_REACHED, band, best_so_far, md_table, median_steps, pct, result_name, spread_text, steps_text, steps_to,
-    write_results,
+    NOT_REACHED, RESULTS, band, best_so_far, md_table, median_steps, pct, result_name, spread_text, steps_text,
+    steps_to, write_results,
 )
 
 METHODS = ("drex-opt", "random", "tpe", "protein")
@@ -63,6 +63,7 @@ TOPOLOGY_BOUNDS: dict[str, tuple[int, int]] = {
     "env.num_envs": (2, 32), "env.num_drones": (4, 64), "vec.num_envs": (1, 8), "train.bptt_horizon": (16, 128),
 }
 LOG_FLOATS = frozenset({"train.learning_rate", "train.adam_eps"})
+LINESTYLES = {"drex-opt": "-", "random": "--", "tpe": ":", "protein": "-."}
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,8 @@ def run_drex(from_run: Path, trials: int, timesteps: int, seed: int, work: Path,
         rec = {"number": t.number, "state": t.state.name, "status": a.get("status"),
                "error": a.get("fail_reason") or a.get("prune_reason"), "agent_steps": a.get("agent_steps") or 0,
                "wall_time_s": a.get("wall_time_s"), "sps": a.get("sps"), "overrides": a.get("overrides"),
-               "adjustments": a.get("clamp_adjustments") or [], "baseline_trial": a.get("role") == study.BASELINE_ROLE}
+               "adjustments": a.get("clamp_adjustments") or [], "baseline_trial": a.get("role") == study.BASELINE_ROLE,
+               "resumed": t.number < done}
         for i, (key, _) in enumerate(OBJECTIVES[::-1]):  # the study's order: grip, delivery, e2e
             rec[key] = float(t.values[i]) if t.state == TrialState.COMPLETE else None
         records.append(rec)
@@ -406,6 +408,7 @@ def verdict(objectives: dict, spent: dict[str, float]) -> list[str]:
     measure), then on delivery and grip, the stages before it, wherever any method found some."""
     lines = []
     for key, label in OBJECTIVES:
+        parts = []
         obj = objectives[key]
         if obj["target"] is None:
             lines.append(f"No method found any {label} success, so the target cannot be judged on {label}.")
@@ -414,23 +417,24 @@ def verdict(objectives: dict, spent: dict[str, float]) -> list[str]:
         if "drex-opt" not in ms:
             continue
         drex = ms["drex-opt"]["median_steps_to_target"]
-        head = f"On {label} (target {pct(obj['target'])}, {TARGET_SHARE:.0%} of the best found): "
+        reached = ", ".join(f"{m} {r['seeds_reached']}/{len(r['best'])}" for m, r in ms.items())
+        head = (f"On {label} (target {pct(obj['target'])}, {TARGET_SHARE:.0%} of the best found; seeds that reached "
+                f"it: {reached}): ")
         if "random" in ms:
             rnd = ms["random"]["median_steps_to_target"]
             if not math.isfinite(drex):
-                lines.append(head + "drex-opt did not reach the target (median seed): the 2x-over-random target "
-                             "is NOT met.")
+                parts.append("drex-opt did not reach the target (median seed): the 2x-over-random target is NOT met.")
             elif not math.isfinite(rnd):
                 # Random search's whole spend only bounds its steps to the target from below.
                 bound = spent.get("random", 0.0) / max(drex, 1)
-                lines.append(head + f"drex-opt reached it in {steps_text(drex)} agent steps; random search did not "
-                             f"within the {steps_text(spent.get('random'))} it spent (ratio above {bound:.1f}x): "
+                parts.append(f"drex-opt reached it in {steps_text(drex)} agent steps; random search did not within "
+                             f"the {steps_text(spent.get('random'))} it spent (ratio above {bound:.1f}x): "
                              + ("the 2x target is met." if bound >= 2 else
                                 "whether the 2x target is met is not shown by this budget."))
             else:
                 ratio = rnd / max(drex, 1)
-                lines.append(head + f"drex-opt {steps_text(drex)} vs random {steps_text(rnd)} agent steps "
-                             f"({ratio:.1f}x): the 2x target is {'met' if ratio >= 2 else 'NOT met'}.")
+                parts.append(f"drex-opt {steps_text(drex)} vs random {steps_text(rnd)} agent steps ({ratio:.1f}x): "
+                             f"the 2x target is {'met' if ratio >= 2 else 'NOT met'}.")
         if "protein" in ms:
             prot = ms["protein"]["median_steps_to_target"]
             d_best = statistics.median(ms["drex-opt"]["best"])
@@ -440,9 +444,11 @@ def verdict(objectives: dict, spent: dict[str, float]) -> list[str]:
             elif math.isfinite(prot) and (not math.isfinite(drex) or prot < drex):
                 ahead = f"drex-opt is NOT ahead of Protein ({steps_text(drex)} vs {steps_text(prot)} to the target)."
             else:
-                ahead = (f"drex-opt and Protein tie on steps to the target; median best {pct(d_best)} vs "
+                tie = "tie on steps to the target" if math.isfinite(drex) else "neither reached the target"
+                ahead = (f"drex-opt and Protein {tie}; by median best found, drex-opt {pct(d_best)} vs Protein "
                          f"{pct(p_best)}: drex-opt is {'ahead' if d_best > p_best else 'NOT ahead'}.")
-            lines.append(head + ahead)
+            parts.append(ahead)
+        lines.append(head + " ".join(parts))
     return lines
 
 
@@ -469,7 +475,11 @@ def markdown(info: dict, settings: dict, state: dict, space: list[WholeParam], s
              "scratch (Protein starts at its search centre, the baseline). Each trial trains from scratch with the "
              "study's seed, as drex-opt's trials do. TPE's first "
              f"{settings.get('tpe_startup_trials', '?')} trials are its random start-up: the same proposals as "
-             "random search's (same sampler seed), so those runs are shared rather than trained twice.\n",
+             "random search's (same sampler seed), so those runs are shared rather than trained twice; a failed "
+             "trial does not count toward the start-up, so TPE stays random longer "
+             f"({_own_tpe(runs)} proposals of its own here). drex-opt's study, too, samples its first "
+             f"{settings.get('tpe_startup_trials', '?')} trials at random (its focus's `startup_trials`, baseline "
+             "trial included): with few trials per seed this compares search spaces more than samplers.\n",
              "## Results\n",
              "Best value found by each method (median [min–max] over seeds) and the agent steps it spent until "
              f"its best first reached the target ({TARGET_SHARE:.0%} of the best value any method found; median "
@@ -527,6 +537,11 @@ def markdown(info: dict, settings: dict, state: dict, space: list[WholeParam], s
     return "\n".join(lines) + "\n"
 
 
+def _own_tpe(runs: dict[str, dict[int, list[dict]]]) -> str:
+    recs = [r for by_seed in runs.get("tpe", {}).values() for r in by_seed]
+    return f"{sum(1 for r in recs if not r.get('shared_with'))} of {len(recs)}"
+
+
 def _train(rec: dict, baseline: dict, key: str) -> Any:
     return ((rec.get("overrides") or {}).get("train") or {}).get(key, baseline["train"][key])
 
@@ -556,14 +571,15 @@ def plot(runs: dict[str, dict[int, list[dict]]], path: Path) -> None:
             points = [x for x in grid if x < end] + [end]
             med, low, high = band(curves, points)
             xs = [x / 1e6 for x in points]
-            (line,) = ax.step(xs, med, where="post", label=m)
+            # Random search and TPE share their start-up runs: distinct line styles keep both visible.
+            (line,) = ax.step(xs, med, where="post", label=m, linewidth=2, linestyle=LINESTYLES.get(m, "-"))
             if len(curves) > 1:
-                ax.fill_between(xs, low, high, step="post", alpha=0.15, color=line.get_color())
+                ax.fill_between(xs, low, high, step="post", alpha=0.08, color=line.get_color())
         ax.set_ylim(bottom=0, top=max(0.05, ax.get_ylim()[1]))
         ax.set_title(f"best {label} success so far")
         ax.set_xlabel("agent steps spent (millions)")
     axes[0].set_ylabel("share of episodes (median, band = min–max over seeds)")
-    axes[-1].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -644,8 +660,6 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"machine": info, "settings": settings, "baseline_state": state,
                "whole_space": [asdict(p) for p in space], "summary": summary,
                "runs": {m: {str(s): recs for s, recs in by_seed.items()} for m, by_seed in runs.items()}}
-    from common import RESULTS
-
     write_results(name, payload, markdown(info, settings, state, space, summary, runs, name))
     plot(runs, RESULTS / f"{name}.png")
     for line in summary["verdict"]:
@@ -655,8 +669,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def render(path: Path) -> None:
     """Rewrite a stored result's markdown, summary and plot (after a change to the report)."""
-    import json
-
     data = json.loads(path.read_text(encoding="utf-8"))
     runs = {m: {int(s): recs for s, recs in by_seed.items()} for m, by_seed in data["runs"].items()}
     settings = data["settings"]
