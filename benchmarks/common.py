@@ -21,6 +21,8 @@ for _path in (str(ROOT), str(Path(__file__).resolve().parent)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from drex_opt.jsonio import finite  # noqa: E402 - needs the path above
+
 Curve = list[tuple[float, float]]  # (cumulative agent steps, best value so far), steps increasing
 
 
@@ -36,17 +38,6 @@ def write_results(name: str, payload: dict, markdown: str, out: Path = RESULTS) 
     paths[0].write_text(json.dumps(finite(payload), indent=2, default=_jsonable) + "\n", encoding="utf-8")
     paths[1].write_text(markdown.rstrip() + "\n", encoding="utf-8")
     return paths
-
-
-def finite(value: object) -> object:
-    """``value`` with every NaN/infinity replaced by None: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 def _jsonable(value: object) -> object:

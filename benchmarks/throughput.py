@@ -99,7 +99,7 @@ def markdown(info: dict, settings: dict, sps_runs: list[dict], studies: list[dic
                         f"{r['sps_puffer'] or 0:,.0f}", f"{r['sps_end_to_end'] or 0:,.0f}",
                         r["load_before"][0]] for r in sps_runs]),
              "",
-             f"## `drex-opt study` with --jobs 1 and --jobs 2\n",
+             "## `drex-opt study` with --jobs 1 and --jobs 2\n",
              f"`{FOCUS}` space, {settings['trials']} trials of {settings['timesteps']:,} agent steps, early stopping "
              "and seed repeats off so both do the same work, fresh SQLite storage; wall time of the whole command "
              "(study set-up included).\n"]

@@ -47,20 +47,20 @@ def read_json_object(path: str | Path, what: str = "file") -> dict:
     return data
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """Replace NaN/inf floats by None so the output is strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
 def dumps(obj: Any, indent: int | None = 2) -> str:
     """Strict JSON text (non-finite floats become null)."""
-    return json.dumps(_finite(obj), indent=indent, sort_keys=False)
+    return json.dumps(finite(obj), indent=indent, sort_keys=False)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:

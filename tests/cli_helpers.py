@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,3 +43,31 @@ def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def wait_for_running_trial(storage, name: str, proc: subprocess.Popen, deadline_s: float = 180):
+    """The RUNNING trial of study ``name`` once its training child has reported progress."""
+    import optuna
+    from optuna.trial import TrialState
+
+    end = time.time() + deadline_s
+    while time.time() < end:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        for trial in running:
+            log = Path(trial.user_attrs.get("run_dir", "/nonexistent")) / "train.log"
+            if log.is_file() and '"event": "progress"' in log.read_text():
+                return trial
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def no_training_process(run_dir) -> bool:
+    """No training child of ``run_dir`` is alive."""
+    import psutil
+
+    needle = f"--run-dir {run_dir} "
+    return not any(needle in " ".join(p.info["cmdline"] or []) + " " for p in psutil.process_iter(["cmdline"]))

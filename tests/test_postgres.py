@@ -13,13 +13,12 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cli_helpers import cli_env, run_cli, start_cli
+from cli_helpers import cli_env, no_training_process, run_cli, start_cli, wait_for_running_trial
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MY_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -73,31 +72,11 @@ def finish(procs: list) -> list[dict]:
     return results
 
 
-def wait_for_running_trial(storage, name: str, proc, deadline_s: float = 180):
-    """The RUNNING trial once its training child has reported progress."""
-    end = time.time() + deadline_s
-    while time.time() < end:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:
-            running = []
-        for trial in running:
-            log = Path(trial.user_attrs.get("run_dir", "/nonexistent")) / "train.log"
-            if log.is_file() and '"event": "progress"' in log.read_text():
-                return trial
-        time.sleep(0.5)
-    raise AssertionError("no trial started")
-
-
 def wait_for_orphan(run_dir: str, deadline_s: float = 60) -> None:
     """The killed worker's training child stops by itself; wait for it (it competes for CPUs)."""
-    import psutil
-
-    needle = f"--run-dir {run_dir} "
     end = time.time() + deadline_s
     while time.time() < end:
-        if not any(needle in " ".join(p.info["cmdline"] or []) + " " for p in psutil.process_iter(["cmdline"])):
+        if no_training_process(run_dir):
             return
         time.sleep(0.5)
     raise AssertionError(f"training child of {run_dir} still running")

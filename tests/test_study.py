@@ -15,7 +15,7 @@ from drex_opt import config, safety, spaces
 from drex_opt import study as study_mod
 from drex_opt.errors import UserError
 
-from cli_helpers import one_line_error, run_cli, start_cli
+from cli_helpers import no_training_process, one_line_error, run_cli, start_cli, wait_for_running_trial
 
 NAME = "drex-improve_grip-quick"
 
@@ -26,33 +26,6 @@ NAME = "drex-improve_grip-quick"
 
 def load(url, name=NAME):
     return optuna.load_study(study_name=name, storage=url)
-
-
-def wait_for_running_trial(url, proc, deadline_s=120):
-    """Wait until a trial is RUNNING and its child has reported progress."""
-    end = time.time() + deadline_s
-    while time.time() < end:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            running = load(url).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:
-            running = []
-        for trial in running:
-            log = Path(trial.user_attrs.get("run_dir", "/nonexistent")) / "train.log"
-            if log.is_file() and '"event": "progress"' in log.read_text():
-                return trial
-        time.sleep(0.5)
-    raise AssertionError("no trial started")
-
-
-def no_training_process(run_dir) -> bool:
-    import psutil
-
-    needle = f"--run-dir {run_dir} "
-    for proc in psutil.process_iter(["cmdline"]):
-        if needle in " ".join(proc.info["cmdline"] or []) + " ":
-            return False
-    return True
 
 
 @pytest.mark.slow
@@ -129,7 +102,7 @@ def test_sigkill_of_a_worker_then_resume(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     args = ["study", "--focus", "improve_grip", "--storage", url, "--trials", "1"]
     proc = start_cli(*args, "--timesteps", "20000000", cwd=tmp_path)
-    trial = wait_for_running_trial(url, proc)
+    trial = wait_for_running_trial(url, NAME, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load(url).trials[trial.number].state == TrialState.RUNNING  # left behind
@@ -151,7 +124,7 @@ def test_ctrl_c_fails_the_running_trial_and_stops_the_child(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     proc = start_cli("study", "--focus", "improve_grip", "--storage", url, "--trials", "3",
                      "--timesteps", "20000000", cwd=tmp_path)
-    trial = wait_for_running_trial(url, proc)
+    trial = wait_for_running_trial(url, NAME, proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     t = load(url).trials[trial.number]
