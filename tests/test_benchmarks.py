@@ -147,3 +147,33 @@ def test_early_stopping_judge():
     strong = early_stopping.judge((0.1, 0.2, 0.5), completed)
     assert strong["rank"] == 1 and strong["pareto"] and strong["beats_best_e2e"]
     assert early_stopping.curve_gap([(0.5, 0.2, 0.1)], [(0.25, 0.1, 0.0), (0.5, 0.25, 0.0)]) == pytest.approx(0.05)
+
+
+def test_transfer_picks_the_winner_as_export_does_and_swaps_budget_and_seed(baseline):
+    import transfer
+
+    def rec(state, e2e, delivery, grip, lr):
+        return {"state": state, "end_to_end_success": e2e, "delivery_success": delivery, "grip_success": grip,
+                "overrides": {"train": {"learning_rate": lr, "total_timesteps": 300_000, "seed": 3}}}
+
+    records = [rec("COMPLETE", 0.2, 0.3, 0.9, 1e-3), rec("COMPLETE", 0.2, 0.4, 0.5, 2e-3),
+               rec("FAIL", None, None, None, 3e-3), rec("COMPLETE", 0.1, 0.9, 0.9, 4e-3),
+               {"state": "COMPLETE", "end_to_end_success": float("nan"), "delivery_success": 1.0,
+                "grip_success": 1.0, "overrides": {}}]
+    best = transfer.winner(records)
+    assert best["overrides"]["train"]["learning_rate"] == 2e-3  # tie on e2e broken by delivery
+    assert transfer.winner([records[2]]) is None
+
+    effective, _ = transfer.next_run_overrides(best["overrides"], 2_000_000, 101, baseline)
+    assert effective["train"]["total_timesteps"] == 2_000_000 and effective["train"]["seed"] == 101
+    assert effective["train"]["learning_rate"] == 2e-3
+    assert best["overrides"]["train"]["total_timesteps"] == 300_000  # the search record is not changed
+    assert safety.validate(effective, baseline) == []
+
+
+def test_transfer_counts_a_failed_next_run_as_zero():
+    import transfer
+
+    row = {"runs": [{"end_to_end_success": 0.8}, {"end_to_end_success": None}]}
+    assert transfer.row_value(row, "end_to_end_success") == pytest.approx(0.4)
+    assert transfer.row_value({"runs": []}, "end_to_end_success") is None

@@ -89,9 +89,19 @@ def test_suggestions_are_safe_overrides(focus):
 
 def test_focus_table_shapes_the_spaces():
     loaded = spaces.load_all()
+    quick = config.load_baseline("quick")
     for focus in (*GRIP_FOCI, "diagnostic_grip", "fix_stability"):
-        drones = loaded[focus].params["env.num_drones"].choices
-        assert max(drones) <= 16 and min(drones) < 16, f"{focus} must use fewer drones per env"
+        params = loaded[focus].params
+        if "env.num_drones" in params:  # fewer drones per arena
+            drones = params["env.num_drones"].choices
+            assert max(drones) <= 16 and min(drones) < 16, f"{focus} must use fewer drones per env"
+        else:  # fewer arenas per process
+            arenas = params["env.num_envs"].choices
+            assert max(arenas) <= quick["env"]["num_envs"] and min(arenas) < quick["env"]["num_envs"], focus
+    for focus in (*GRIP_FOCI, "diagnostic_grip"):
+        # A short budget at one epoch per batch is a few dozen updates: these foci search more.
+        epochs = loaded[focus].params["train.update_epochs"]
+        assert epochs.low == 1 and epochs.high >= 8, focus
     for focus in GRIP_FOCI:
         assert {"train.ent_coef", "train.learning_rate", "train.bptt_horizon"} <= set(loaded[focus].params)
     for focus in ("improve_carrying", "improve_coordination"):
