@@ -44,6 +44,9 @@ from common import (  # noqa: E402
 METHODS = ("drex-opt", "random", "tpe", "protein")
 OBJECTIVES = (("end_to_end_success", "end-to-end"), ("delivery_success", "delivery"), ("grip_success", "grip"))
 TARGET_SHARE = 0.8  # target = this share of the best value any method found
+# Fixed end-to-end levels: steps to each, so a method that never gets near the best still
+# shows how far it got and at what cost.
+LADDER = (0.05, 0.1, 0.25, 0.5, 0.8)
 BASELINE_STEPS = 1_000_000  # the short baseline run that defines the baseline state
 
 # Keys that choose where and how a run executes rather than what it learns: the device
@@ -373,9 +376,49 @@ def summarize(runs: dict[str, dict[int, list[dict]]]) -> dict:
         out["objectives"][key] = {"label": label, "best_any": best_any, "target": target, "methods": methods}
     out["spent"] = {m: [sum(r["agent_steps"] for r in recs) for recs in by_seed.values()]
                     for m, by_seed in runs.items()}
+    out["ladder"] = ladder(runs, "end_to_end_success")
     out["states"] = {m: _states(r for recs in by_seed.values() for r in recs) for m, by_seed in runs.items()}
     out["verdict"] = verdict(out["objectives"], {m: statistics.median(v) for m, v in out["spent"].items()})
+    out["verdict"] += ladder_verdict(out["ladder"])
     return out
+
+
+def ladder(runs: dict[str, dict[int, list[dict]]], key: str,
+           levels: tuple[float, ...] = LADDER) -> dict[str, dict[str, dict]]:
+    """Per method and level: agent steps to first reach it per seed, their median, seeds reached."""
+    out: dict[str, dict[str, dict]] = {}
+    for m, by_seed in runs.items():
+        curves = [best_so_far(recs, key) for recs in by_seed.values()]
+        out[m] = {}
+        for level in levels:
+            reach = [steps_to(c, level) for c in curves]
+            out[m][f"{level:g}"] = {"steps": reach, "median": median_steps(reach),
+                                    "seeds_reached": sum(math.isfinite(r) for r in reach)}
+    return out
+
+
+def ladder_verdict(by_method: dict[str, dict[str, dict]]) -> list[str]:
+    """One sentence per rival: at which fixed end-to-end levels drex-opt needs at least 2x
+    fewer median agent steps (a rival that never reached counts as infinitely late)."""
+    if "drex-opt" not in by_method:
+        return []
+    drex = by_method["drex-opt"]
+    lines = []
+    for rival in ("random", "protein"):
+        if rival not in by_method:
+            continue
+        met, missed = [], []
+        for level, d in drex.items():
+            r = by_method[rival][level]
+            if not math.isfinite(d["median"]) and not math.isfinite(r["median"]):
+                continue  # neither got there: nothing to compare
+            ok = math.isfinite(d["median"]) and (not math.isfinite(r["median"]) or r["median"] >= 2 * d["median"])
+            (met if ok else missed).append(f"{float(level):.0%} ({steps_text(d['median'])} vs {steps_text(r['median'])})")
+        if not met and not missed:
+            continue
+        lines.append(f"Fixed end-to-end levels, drex-opt vs {rival} (median agent steps): at least 2x fewer at "
+                     + (", ".join(met) or "none") + (f"; NOT at {', '.join(missed)}" if missed else "") + ".")
+    return lines
 
 
 def gradient_updates(rec: dict, baseline: dict) -> int | None:
@@ -496,6 +539,15 @@ def markdown(info: dict, settings: dict, state: dict, space: list[WholeParam], s
         lines += [f"### {obj['label']} success (target {target})\n",
                   md_table(["method", "best found", "steps to target", "seeds reached",
                             "wall min to target (load-dependent)"], rows), ""]
+    if summary.get("ladder"):
+        n_seeds = {m: len(by_seed) for m, by_seed in runs.items()}
+        levels = list(next(iter(summary["ladder"].values())))
+        lines += ["### Agent steps to fixed end-to-end levels\n",
+                  "Median over seeds (a seed that never reached counts as never), and the seeds that reached it.\n",
+                  md_table(["method", *(f"≥ {float(lv):.0%}" for lv in levels)],
+                           [[m, *(f"{steps_text(by_level[lv]['median'])} ({by_level[lv]['seeds_reached']}/"
+                                  f"{n_seeds[m]})" for lv in levels)] for m, by_level in summary["ladder"].items()]),
+                  ""]
     rows = []
     for m, by_seed in runs.items():
         walls = [sum(r.get("wall_time_s") or 0 for r in recs) / 60 for recs in by_seed.values()]

@@ -63,6 +63,7 @@ def run_all(search: dict, seeds: list[int], timesteps: int, timeout: float, work
             best = winner(records)
             jobs.append((method, search_seed, None if best is None else best["overrides"]))
     rows = []
+    trained: dict[str, dict] = {}  # configuration (JSON) -> record: TPE's winner is often random's
     for method, search_seed, overrides in jobs:
         row = {"method": method, "search_seed": search_seed, "runs": []}
         if overrides is None:
@@ -71,8 +72,12 @@ def run_all(search: dict, seeds: list[int], timesteps: int, timeout: float, work
             continue
         for seed in seeds:
             effective, adjustments = next_run_overrides(overrides, timesteps, seed, baseline)
-            run_dir = work / f"{method}-s{search_seed or 0}-seed{seed}"
-            rec = se.train_trial(effective, adjustments, baseline, run_dir, timeout, threads)
+            key = json.dumps(effective, sort_keys=True)
+            if key in trained:
+                rec = {**trained[key], "shared": True}
+            else:
+                run_dir = work / f"{method}-s{search_seed or 0}-seed{seed}"
+                rec = trained[key] = se.train_trial(effective, adjustments, baseline, run_dir, timeout, threads)
             rec["seed"] = seed
             row["runs"].append(rec)
             print(f"  {method:<8} search seed {search_seed or '-'} seed {seed}: {rec['state']:<8} "
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, help="search results .json (default: search_efficiency[_quick].json)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(HELD_OUT_SEEDS), help="held-out training seeds")
     parser.add_argument("--timesteps", type=int, help="next-run budget (default: the quick baseline's)")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds before a run is killed")
+    # The owner's loop allows a run at least 15 minutes.
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds before a run is killed")
     parser.add_argument("--work", type=Path, help="keep the runs here; the same --work again reuses finished runs")
     args = parser.parse_args(argv)
     source = args.source or RESULTS / f"{result_name('search_efficiency', args.quick)}.json"

@@ -177,3 +177,19 @@ def test_transfer_counts_a_failed_next_run_as_zero():
     row = {"runs": [{"end_to_end_success": 0.8}, {"end_to_end_success": None}]}
     assert transfer.row_value(row, "end_to_end_success") == pytest.approx(0.4)
     assert transfer.row_value({"runs": []}, "end_to_end_success") is None
+
+
+def test_ladder_counts_steps_to_fixed_levels_and_judges_them():
+    def recs(*values):
+        return [{"agent_steps": 100, "state": "COMPLETE", "end_to_end_success": v} for v in values]
+
+    runs = {"drex-opt": {1: recs(0.0, 0.6), 2: recs(0.3, 0.9), 3: recs(0.0, 0.0)},
+            "random": {1: recs(0.06, 0.0), 2: recs(0.07, 0.0), 3: recs(0.0, 0.0)},
+            "protein": {1: recs(0.0, 0.0), 2: recs(0.0, 0.0), 3: recs(0.0, 0.0)}}
+    lad = se.ladder(runs, "end_to_end_success", levels=(0.05, 0.5))
+    assert lad["drex-opt"]["0.05"] == {"steps": [200, 100, math.inf], "median": 200, "seeds_reached": 2}
+    assert lad["random"]["0.05"]["steps"] == [100, 100, math.inf] and lad["random"]["0.05"]["median"] == 100
+    assert lad["random"]["0.5"]["median"] == math.inf
+    lines = se.ladder_verdict(lad)
+    assert "vs random" in lines[0] and "at least 2x fewer at 50%" in lines[0] and "NOT at 5%" in lines[0]
+    assert "NOT at" not in lines[1] and "5%" in lines[1]
