@@ -25,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import search_efficiency as se  # noqa: E402
 from common import RESULTS, md_table, pct, result_name, write_results  # noqa: E402
 
-OBJECTIVE_KEYS = ("end_to_end_success", "delivery_success", "grip_success")
+OBJECTIVE_KEYS = tuple(key for key, _ in se.OBJECTIVES)  # end-to-end, delivery, grip: export's pick order
 HELD_OUT_SEEDS = (101,)  # no search trial trains with these
 
 
@@ -38,19 +39,8 @@ def winner(records: list[dict]) -> dict | None:
     return max(done, key=lambda r: tuple(r[k] for k in OBJECTIVE_KEYS), default=None)
 
 
-def next_run_overrides(trial_overrides: dict, timesteps: int, seed: int, baseline: dict) -> tuple[dict, list[str]]:
-    """A winner's overrides for the next run: the run's budget and seed, not the trial's."""
-    from drex_opt import config, safety
-
-    proposal = json.loads(json.dumps(trial_overrides))
-    proposal.setdefault("train", {}).update(total_timesteps=timesteps, seed=seed)
-    return safety.clamp(config.merge({}, proposal), baseline)
-
-
 def run_all(search: dict, seeds: list[int], timesteps: int, timeout: float, work: Path, quick: bool) -> list[dict]:
     """One row per (method, search seed) plus the baseline; each with one run per held-out seed."""
-    import search_efficiency as se
-
     from drex_opt import config
 
     baseline = config.load_baseline("quick")
@@ -71,7 +61,8 @@ def run_all(search: dict, seeds: list[int], timesteps: int, timeout: float, work
             rows.append(row)
             continue
         for seed in seeds:
-            effective, adjustments = next_run_overrides(overrides, timesteps, seed, baseline)
+            # The next run's budget and seed, not the trial's.
+            effective, adjustments = se.trial_overrides(overrides, baseline, timesteps, seed)
             key = json.dumps(effective, sort_keys=True)
             if key in trained:
                 rec = {**trained[key], "shared": True}

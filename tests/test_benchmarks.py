@@ -164,7 +164,7 @@ def test_transfer_picks_the_winner_as_export_does_and_swaps_budget_and_seed(base
     assert best["overrides"]["train"]["learning_rate"] == 2e-3  # tie on e2e broken by delivery
     assert transfer.winner([records[2]]) is None
 
-    effective, _ = transfer.next_run_overrides(best["overrides"], 2_000_000, 101, baseline)
+    effective, _ = se.trial_overrides(best["overrides"], baseline, 2_000_000, 101)
     assert effective["train"]["total_timesteps"] == 2_000_000 and effective["train"]["seed"] == 101
     assert effective["train"]["learning_rate"] == 2e-3
     assert best["overrides"]["train"]["total_timesteps"] == 300_000  # the search record is not changed
