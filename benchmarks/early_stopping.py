@@ -51,7 +51,7 @@ def judge(rerun: tuple[float, ...], completed: list[tuple[float, ...]]) -> dict:
 def curve_gap(pruned_curve: list, rerun_curve: list) -> float | None:
     """Largest grip difference between the pruned run and its re-run up to the prune point
     (0 means the re-run replayed the pruned run exactly)."""
-    from drex_opt.early_stop import value_at
+    from drex_opt.rules.early_stop import value_at
 
     if not pruned_curve:
         return None
@@ -68,8 +68,10 @@ def run_seed(seed: int, focus: str, trials: int, timesteps: int | None, work: Pa
     import optuna
     from optuna.trial import TrialState
 
-    from drex_opt import config, runner, study
-    from drex_opt.early_stop import curve_of
+    from drex_opt.rules import config
+    from drex_opt.run import runner
+    from drex_opt.search import study
+    from drex_opt.rules.early_stop import curve_of
 
     t0 = time.time()
     plan = study.plan(study.StudySettings(

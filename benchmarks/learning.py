@@ -39,7 +39,8 @@ def cases(quick: bool) -> list[dict]:
 
 
 def main() -> None:
-    from drex_opt import config, runner
+    from drex_opt.rules import config
+    from drex_opt.run import runner
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a few minutes, for smoke")

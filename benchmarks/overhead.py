@@ -111,7 +111,7 @@ def synthetic_trials(space, n: int, timesteps: int, seed: int) -> list:
 def fake_training(watch: Stopwatch, files: Path, summary: dict, timesteps: int) -> Callable:
     """A stand-in for ``runner.run_training``: replays a progress history through the stop
     rule (timed as early stopping) and writes the run folder (timed as run-folder files)."""
-    from drex_opt import runner
+    from drex_opt.run import runner
     from drex_opt.jsonio import write_json_atomic
 
     def run_training(config, run_dir, env_name="drone_pp", timeout=None, load_model=None, on_event=None,
@@ -150,7 +150,11 @@ def measure_parent(storage_kind: str, size: int, reps: int, focus: str, timestep
     """Per-trial times (seconds per piece and total) of ``reps`` trials after ``size`` prefilled ones."""
     import optuna
 
-    from drex_opt import dashboard, runner, safety, spaces, study
+    from drex_opt.search import dashboard
+    from drex_opt.run import runner
+    from drex_opt.rules import safety
+    from drex_opt.search import spaces
+    from drex_opt.search import study
 
     url = (f"sqlite:///{work / f'{storage_kind}-{size}.db'}" if storage_kind == "sqlite"
            else f"journal:{work / f'{storage_kind}-{size}.log'}")
@@ -195,7 +199,8 @@ def measure_parent(storage_kind: str, size: int, reps: int, focus: str, timestep
 
 def real_run(steps: int, seed: int, run_dir: Path) -> dict:
     """A real training run of the quick baseline; wall time, time to the child's start event, SPS."""
-    from drex_opt import config, runner
+    from drex_opt.rules import config
+    from drex_opt.run import runner
 
     cfg = config.resolve("quick", None, {"train": {"total_timesteps": steps, "seed": seed}})
     t0 = time.time()
@@ -279,7 +284,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     import os
 
-    from drex_opt import config, spaces
+    from drex_opt.rules import config
+    from drex_opt.search import spaces
     from machine import describe
 
     args = parse_args(argv)

@@ -90,7 +90,8 @@ def whole_space(cores: int | None = None) -> list[WholeParam]:
     ``vec.num_workers`` at most this machine's cores; learning rate and Adam epsilon are
     log scale; every other number is uniform over its full safety range.
     """
-    from drex_opt import safety, spaces
+    from drex_opt.rules import safety
+    from drex_opt.search import spaces
 
     cores = max(1, cores or os.cpu_count() or 1)
     out = []
@@ -142,7 +143,8 @@ def suggest_optuna(trial, space: list[WholeParam]) -> dict[str, dict]:
 
 def trial_overrides(proposal: dict, baseline: dict, timesteps: int, seed: int) -> tuple[dict, list[str]]:
     """A proposal with the trial's budget and seed, repaired by ``safety.clamp``."""
-    from drex_opt import config, safety
+    from drex_opt.rules import config
+    from drex_opt.rules import safety
 
     return safety.clamp(config.merge(proposal, {"train": {"total_timesteps": timesteps, "seed": seed}}), baseline)
 
@@ -184,7 +186,7 @@ def protein_decode(suggestion: dict, space: list[WholeParam]) -> dict[str, dict]
 
 def protein_encode(overrides: dict, space: list[WholeParam], baseline: dict) -> dict[str, dict]:
     """The values a trial ran with, in Protein's encoding (what ``observe`` expects)."""
-    from drex_opt import config
+    from drex_opt.rules import config
 
     used = flatten(config.merge(baseline, overrides))
     out = {}
@@ -202,7 +204,8 @@ def train_trial(overrides: dict, adjustments: list[str], baseline: dict, run_dir
     A run of exactly this configuration already finished in ``run_dir`` (a resumed
     benchmark, see ``--work``) is read back instead of trained again.
     """
-    from drex_opt import config, runner
+    from drex_opt.rules import config
+    from drex_opt.run import runner
 
     cfg = config.merge(baseline, overrides)
     s = finished_run(run_dir, cfg)
@@ -246,7 +249,7 @@ def run_drex(from_run: Path, trials: int, timesteps: int, seed: int, work: Path,
     import optuna
     from optuna.trial import TrialState
 
-    from drex_opt import study
+    from drex_opt.search import study
 
     plan = study.plan(study.StudySettings(
         from_run=from_run, baseline="quick", storage=f"sqlite:///{work / 'drex.db'}",
@@ -340,7 +343,8 @@ def run_protein(space: list[WholeParam], baseline: dict, trials: int, timesteps:
 
 def baseline_state(steps: int, seed: int, run_dir: Path) -> dict:
     """Train the quick baseline for ``steps``; its summary is the state every method starts from."""
-    from drex_opt import config, runner
+    from drex_opt.rules import config
+    from drex_opt.run import runner
 
     cfg = config.resolve("quick", None, {"train": {"total_timesteps": steps, "seed": seed}})
     s = finished_run(run_dir, cfg) or runner.run_training(cfg, run_dir).summary
@@ -498,7 +502,7 @@ def verdict(objectives: dict, spent: dict[str, float]) -> list[str]:
 # ---------------------------------------------------------------- report
 def markdown(info: dict, settings: dict, state: dict, space: list[WholeParam], summary: dict,
              runs: dict[str, dict[int, list[dict]]], name: str) -> str:
-    from drex_opt import config
+    from drex_opt.rules import config
     from machine import header_markdown
 
     baseline = config.load_baseline("quick")
@@ -660,7 +664,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from drex_opt import config, spaces, study
+    from drex_opt.rules import config
+    from drex_opt.search import spaces
+    from drex_opt.search import study
     from machine import describe
 
     args = parse_args(argv)

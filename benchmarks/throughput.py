@@ -36,7 +36,8 @@ def load() -> list[float]:
 
 def baseline_sps(seed: int, run_dir: Path) -> dict:
     """One real run of the quick baseline at its own budget."""
-    from drex_opt import config, runner
+    from drex_opt.rules import config
+    from drex_opt.run import runner
 
     cfg = config.resolve("quick", None, {"train": {"seed": seed}})
     before = load()

@@ -41,7 +41,7 @@ def winner(records: list[dict]) -> dict | None:
 
 def run_all(search: dict, seeds: list[int], timesteps: int, timeout: float, work: Path, quick: bool) -> list[dict]:
     """One row per (method, search seed) plus the baseline; each with one run per held-out seed."""
-    from drex_opt import config
+    from drex_opt.rules import config
 
     baseline = config.load_baseline("quick")
     threads = max(1, os.cpu_count() or 1)
@@ -115,7 +115,7 @@ def markdown(info: dict, settings: dict, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from drex_opt import config
+    from drex_opt.rules import config
     from machine import describe
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

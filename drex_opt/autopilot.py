@@ -17,13 +17,19 @@ One iteration, as the brief describes it:
 
 from __future__ import annotations
 
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from drex_opt import notes
 from drex_opt.errors import UserError
+from drex_opt.jsonio import read_json, read_json_object, write_atomic, write_json_atomic
+from drex_opt.rules import config, safety
+from drex_opt.rules.objectives import run_rank
+from drex_opt.run import metrics, runner
+from drex_opt.search import export
+from drex_opt.search import planning, study
 
 MODES = ("quick", "full")
 
@@ -78,16 +84,12 @@ class Autopilot:
 
     def read_proposal(self) -> dict:
         """The proposal as written (``{}`` when the file is missing); UserError if malformed."""
-        from drex_opt.jsonio import read_json_object
-
         if not self.proposal_path.exists():
             return {}
         return read_json_object(self.proposal_path, "proposal")
 
     def effective_config(self, proposal: dict, timesteps: int | None) -> dict:
         """Baseline merged with the proposal; every problem named, nothing applied on error."""
-        from drex_opt import config
-
         extra = {"train": {"total_timesteps": timesteps}} if timesteps is not None else None
         try:
             return config.resolve(self.baseline_path, proposal, extra)
@@ -114,9 +116,7 @@ class Autopilot:
         return path.resolve()
 
     def new_run_dir(self) -> Path:
-        from drex_opt.runner import utc_stamp
-
-        stamp = utc_stamp()
+        stamp = runner.utc_stamp()
         run_dir, n = self.runs / stamp, 1
         while run_dir.exists():
             n += 1
@@ -124,14 +124,10 @@ class Autopilot:
         return run_dir
 
     def previous_summary(self) -> dict | None:
-        from drex_opt import metrics
-
         runs = [r for r in metrics.list_runs(self.runs) if r.file and r.file.name == "summary.json"] \
             if self.runs.is_dir() else []
         if not runs:
             return None
-        from drex_opt.jsonio import read_json_object
-
         try:
             return read_json_object(runs[-1].file)
         except UserError:
@@ -140,22 +136,20 @@ class Autopilot:
     def keep_checkpoints(self, cfg: dict, summary: dict, run_dir: Path) -> None:
         """``save_strategy``: latest -> models/latest.pt; best -> runs/best.json + models/best.pt;
         all -> both, plus models/<run id>.pt."""
-        from drex_opt.jsonio import read_json, write_json_atomic
-
         checkpoint = summary.get("checkpoint")
         if summary.get("status") != "completed" or not checkpoint or not Path(checkpoint).is_file():
             return
         strategy = cfg["autopilot"]["save_strategy"]
         self.models.mkdir(parents=True, exist_ok=True)
         if strategy in ("latest", "all"):
-            _copy_atomic(Path(checkpoint), self.models / "latest.pt")
+            write_atomic(self.models / "latest.pt", lambda tmp: shutil.copyfile(checkpoint, tmp))
         if strategy == "all":
-            _copy_atomic(Path(checkpoint), self.models / f"{run_dir.name}.pt")
+            write_atomic(self.models / f"{run_dir.name}.pt", lambda tmp: shutil.copyfile(checkpoint, tmp))
         if strategy in ("best", "all"):
             best_file = self.runs / "best.json"
             best = read_json(best_file, "best.json") if best_file.is_file() else None
-            if best is None or rank(summary) > rank(best):
-                _copy_atomic(Path(checkpoint), self.models / "best.pt")
+            if best is None or run_rank(summary) > run_rank(best):
+                write_atomic(self.models / "best.pt", lambda tmp: shutil.copyfile(checkpoint, tmp))
                 write_json_atomic(best_file, {
                     "run_id": summary["run_id"], "run_dir": str(run_dir), "checkpoint": str(self.models / "best.pt"),
                     **{k: summary.get(k) for k in ("grip_success", "delivery_success", "end_to_end_success",
@@ -163,27 +157,9 @@ class Autopilot:
                 })
 
 
-def rank(summary: dict) -> tuple:
-    """Best run order: end-to-end, then delivery, then grip, then reward (missing = worst)."""
-    def value(key):
-        v = summary.get(key)
-        return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
-
-    return tuple(value(k) for k in ("end_to_end_success", "delivery_success", "grip_success", "mean_reward"))
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    tmp.replace(dst)
-
-
 def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                   on_event: Callable[[dict], None] | None = None) -> IterationResult:
     """One run of the loop (see the module docstring). UserError before anything runs."""
-    from drex_opt import notes, runner
-    from drex_opt.jsonio import write_json_atomic
-
     proposal = pilot.read_proposal()
     cfg = pilot.effective_config(proposal, settings.timesteps)
     load_model = pilot.checkpoint_for(cfg)
@@ -213,8 +189,6 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
         next_step = (f"focus {focus}: run drex-opt study --from-run {run_dir} then drex-opt export, "
                      "or fill next_config.json by hand; otherwise the next run reuses the baseline")
     notes_path = run_dir / "notes.txt"
-    from drex_opt import config, safety
-
     changed = safety.overrides_relative(cfg, config.load_baseline(pilot.baseline_path))
     notes.append_entry(notes_path, notes.run_entry(run_id, pilot.mode, changed, summary, previous, next_step))
     out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
@@ -226,15 +200,12 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
 
 def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult) -> None:
     """Study the run's focus around the run's own configuration; export the winner."""
-    from drex_opt import export, notes
-    from drex_opt import study as study_mod
-
-    plan = study_mod.plan(study_mod.StudySettings(
+    plan = planning.plan(planning.StudySettings(
         from_run=run_dir, baseline=str(run_dir / "config.json"), env=settings.env, storage=settings.storage,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    result = study_mod.run(plan)
+    result = study.run(plan)
     out.study = result.to_dict()
     if result.interrupted:
         raise KeyboardInterrupt

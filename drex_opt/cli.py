@@ -8,6 +8,7 @@ pufferlib, optuna) are imported inside the commands so ``--help`` stays instant.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -33,6 +34,13 @@ def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit (2 = bad input)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every finished trial at INFO; the commands show their own progress."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -69,19 +77,18 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Run one real PufferLib training in a child process and write a run folder."""
-    from drex_opt import runner
+    from drex_opt.run import runner
+    from drex_opt.views import console
 
-    result = runner.train_command(
-        config_path=config, override_path=override, timesteps=timesteps, seed=seed,
-        run_dir=run_dir, env_name=env, timeout=timeout, load_model=load_model,
-        show_progress=not as_json,
-    )
+    job = runner.prepare_training(config_path=config, override_path=override, timesteps=timesteps, seed=seed,
+                                  run_dir=run_dir, env_name=env, timeout=timeout, load_model=load_model)
     if as_json:
+        result = job.run()
         print_json(result.summary)
     else:
-        from drex_opt import views
-
-        views.print_train_result(result)
+        with console.TrainProgress(job.config["train"]["total_timesteps"]) as progress:
+            result = job.run(on_event=progress.update)
+        console.print_train_result(result)
     if result.summary.get("status") != "completed":
         raise typer.Exit(1)
 
@@ -94,14 +101,15 @@ def analyze(
     as_json: JsonOpt = False,
 ) -> None:
     """Explain what the drone does wrong and what to fix next (reads only, never writes)."""
-    from drex_opt import behavior, metrics
+    from drex_opt.rules import behavior
+    from drex_opt.run import metrics
 
     run = metrics.read_run(path)
     ours = behavior.analyze(run.inputs)
     if as_json:
         print_json(ours)
     else:
-        from drex_opt import views_behavior
+        from drex_opt.views import behavior as views_behavior
 
         views_behavior.print_analysis(run, ours, behavior.disagreement(run.existing_analysis, ours))
 
@@ -114,7 +122,8 @@ def runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List past runs oldest first: success rates, severity, focus and the change since the previous run."""
-    from drex_opt import metrics, views_behavior
+    from drex_opt.run import metrics
+    from drex_opt.views import behavior as views_behavior
 
     found = metrics.list_runs(directory)
     rows = metrics.run_history(found)
@@ -139,7 +148,8 @@ def validate(
     Valid: prints the overrides with the derived batch sizes. Invalid: one line per
     problem on stderr and exit code 2.
     """
-    from drex_opt import config, safety
+    from drex_opt.rules import config
+    from drex_opt.rules import safety
     from drex_opt.jsonio import read_json_object
 
     base = config.load_baseline(baseline)
@@ -147,7 +157,7 @@ def validate(
     if as_json:
         print_json(result.to_dict())
     else:
-        from drex_opt import views_config
+        from drex_opt.views import config as views_config
 
         views_config.print_review(result, baseline, clamped=clamp)
     if not result.valid and not clamp:
@@ -162,8 +172,8 @@ def spaces(
     as_json: JsonOpt = False,
 ) -> None:
     """List the search spaces per behavioural focus, or show one in detail."""
-    from drex_opt import spaces as search_spaces
-    from drex_opt import views_config
+    from drex_opt.search import spaces as search_spaces
+    from drex_opt.views import config as views_config
 
     if focus is None:
         loaded = search_spaces.load_all()
@@ -204,25 +214,25 @@ def study(
     as_json: JsonOpt = False,
 ) -> None:
     """Multi-objective Bayesian search (grip, delivery, end-to-end) over a focus's space; each trial is one PufferLib run."""
-    import signal
 
-    from drex_opt import study as study_mod
+    from drex_opt.search import planning, study as study_mod
+    from drex_opt.search.monitor import StudyMonitor
+    from drex_opt.views import study as views_study
 
+    _quiet_optuna()
     # A shell starts background jobs with SIGINT ignored; a study must still stop cleanly on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    settings = study_mod.StudySettings(
+    settings = planning.StudySettings(
         focus=focus, from_run=from_run, baseline=baseline, env=env, storage=storage, study_name=study_name,
         trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
         trial_timeout=trial_timeout, early_stopping=not no_early_stopping,
     )
-    plan = study_mod.plan(settings)
-    monitor = study_mod.StudyMonitor(plan)
+    plan = planning.plan(settings)
+    monitor = StudyMonitor(plan)
     if as_json:
         result = study_mod.run(plan, monitor)
         print_json(result.to_dict())
     else:
-        from drex_opt import views_study
-
         with views_study.StudyDisplay(monitor):
             result = study_mod.run(plan, monitor)
         views_study.print_result(result)
@@ -244,15 +254,16 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export the study's winner (Pareto front) as the autopilot's next_config.json, with a lab-notes entry."""
-    from drex_opt import export as export_mod
-    from drex_opt import storage as storage_mod
+    from drex_opt.search import export as export_mod
+    from drex_opt.search import storage as storage_mod
 
+    _quiet_optuna()
     result = export_mod.export(study_name, storage_mod.storage_url(storage), pick=pick, out=out,
                                dry_run=dry_run, baseline=baseline, notes=notes)
     if as_json:
         print_json(result.to_dict())
     else:
-        from drex_opt import views
+        from drex_opt.views import console as views
 
         views.print_export(result)
 
@@ -275,10 +286,9 @@ def autopilot(
     as_json: JsonOpt = False,
 ) -> None:
     """The autopilot loop: baseline + next_config.json -> run -> behavioural analysis -> notes -> next proposal."""
-    import signal
-
     from drex_opt import autopilot as autopilot_mod
 
+    _quiet_optuna()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = autopilot_mod.AutopilotSettings(
         mode=mode, runs=runs, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env,
@@ -288,7 +298,7 @@ def autopilot(
         results = autopilot_mod.run_loop(settings)
         print_json([r.to_dict() for r in results])
         return
-    from drex_opt import views
+    from drex_opt.views import console as views
 
     progress: dict = {}
 
@@ -312,7 +322,9 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
 ) -> None:
     """Browse the studies in optuna-dashboard: trials, notes, run files, Pareto plots (Ctrl-C stops)."""
-    from drex_opt import dashboard as dashboard_mod
+    from drex_opt.search import dashboard as dashboard_mod
+
+    _quiet_optuna()
 
     def ready(url: str, where: str, artifacts: Path) -> None:
         typer.echo(f"optuna-dashboard on {url} (storage {where}, run files in {artifacts}); Ctrl-C stops", err=True)
@@ -330,14 +342,15 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a study's report: Pareto front, objective history and parameter importance images, and report.md."""
-    from drex_opt import report as report_mod
+    from drex_opt.search import report as report_mod
+    from drex_opt.views import report as views_report
 
+    _quiet_optuna()
     result = report_mod.build(storage=storage, study_name=study_name, out=out)
+    views_report.write_files(result)
     if as_json:
         print_json(result.to_dict())
     else:
-        from drex_opt import views_report
-
         views_report.print_report(result)
 
 

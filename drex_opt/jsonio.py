@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from drex_opt.errors import UserError
 
@@ -63,25 +63,38 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(finite(obj), indent=indent, sort_keys=False)
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temporary file beside ``path`` then rename it into place.
+def write_atomic(path: str | Path, content: str | bytes | Callable[[Path], object]) -> Path:
+    """Write ``path`` through a temporary file beside it, then rename it into place.
 
-    A crash or a kill mid-write leaves the previous file intact.
+    Args:
+        path: the file to (re)place; its folder is created.
+        content: text (UTF-8), bytes, or a function that writes the temporary file it is
+            given (e.g. a plot's ``savefig``).
+
+    A crash or a kill mid-write leaves the previous file (or none), never half a file.
+    The file gets the usual permissions (0666 less the umask), like any file write;
+    ``tempfile.mkstemp`` would make it 0600 and unreadable to the owner's other tools.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(obj) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if callable(content):
+            content(tmp)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     return p
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as strict JSON with :func:`write_atomic`."""
+    return write_atomic(path, dumps(obj) + "\n")

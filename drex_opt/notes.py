@@ -12,15 +12,13 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
+from drex_opt.rules.objectives import pct
+
 WIDTH = 92
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _wrap(text: str, indent: str = "  ") -> str:
@@ -63,8 +61,8 @@ def run_entry(run_id: str, mode: str, changed: dict, summary: dict, previous: di
         lines.append("Changed from the baseline: nothing (baseline configuration).")
     status = summary.get("status")
     result = (f"Result ({status}, {summary.get('agent_steps', 0):,} steps, {summary.get('wall_time_s', 0):.0f} s): "
-              f"grip {_pct(summary.get('grip_success'))}, delivery {_pct(summary.get('delivery_success'))}, "
-              f"end-to-end {_pct(summary.get('end_to_end_success'))}")
+              f"grip {pct(summary.get('grip_success'), 'n/a')}, delivery {pct(summary.get('delivery_success'), 'n/a')}, "
+              f"end-to-end {pct(summary.get('end_to_end_success'), 'n/a')}")
     if previous:
         deltas = []
         for key, label in (("grip_success", "grip"), ("delivery_success", "delivery"), ("end_to_end_success", "e2e")):
@@ -82,7 +80,7 @@ def run_entry(run_id: str, mode: str, changed: dict, summary: dict, previous: di
 
 
 def study_entry(info: dict) -> str:
-    """The entry for an exported study result (see :func:`drex_opt.export.export`)."""
+    """The entry for an exported study result (see :func:`drex_opt.search.export.export`)."""
     lines = [f"=== {_now()} - study {info['study_name']} -> {info['out']} ==="]
     lines += behaviour_lines(info.get("analysis"))
     if info.get("theory"):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drex_opt import config, safety
+from drex_opt.rules import config
+from drex_opt.rules import safety
 
 from cli_helpers import ROOT, run_cli
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drex_opt.behavior import FOCI, INPUTS, SEVERITIES, analyze, disagreement
+from drex_opt.rules.behavior import FOCI, INPUTS, SEVERITIES, analyze, disagreement
 
 # A run on which no rule fires: focus "continue", severity "ok", no insight.
 NEUTRAL = {

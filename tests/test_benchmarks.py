@@ -17,7 +17,8 @@ import common  # noqa: E402
 import early_stopping  # noqa: E402
 import search_efficiency as se  # noqa: E402
 
-from drex_opt import config, safety  # noqa: E402
+from drex_opt.rules import config
+from drex_opt.rules import safety  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from drex_opt import behavior
+from drex_opt.rules import behavior
 from drex_opt.cli import app
 
 CONSOLE_SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "drex-opt"

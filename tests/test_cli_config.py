@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from drex_opt import config, safety, spaces
+from drex_opt.rules import config
+from drex_opt.rules import safety
+from drex_opt.search import spaces
 from drex_opt.cli import app
 
 REPO = Path(__file__).resolve().parents[1]

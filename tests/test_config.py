@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drex_opt import config, safety
+from drex_opt.rules import config
+from drex_opt.rules import safety
 from drex_opt.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from drex_opt import dashboard
+from drex_opt.search import dashboard
 
 from cli_helpers import CLI, cli_env, run_cli
 
@@ -185,7 +185,7 @@ def test_record_trial_never_raises_and_needs_a_running_trial(tmp_path, caplog):
 
     # A finished trial cannot take artifacts: logged as a warning, never raised into the study.
     study.tell(running, [0.5, 0.25, 0.125])
-    with caplog.at_level(logging.WARNING, logger="drex_opt.dashboard"):
+    with caplog.at_level(logging.WARNING, logger="drex_opt.search.dashboard"):
         dashboard.record_trial(running, plan, summary, run_dir, "complete")
         dashboard.record_trial(running, SimpleNamespace(storage_url=None), None, run_dir, "complete")
     assert "run files not attached" in caplog.text

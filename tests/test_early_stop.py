@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drex_opt.early_stop import APPROACH_KEY, GRIP_KEY, EarlyStopRule, curve_of, value_at
+from drex_opt.rules.early_stop import APPROACH_KEY, GRIP_KEY, EarlyStopRule, curve_of, value_at
 
 TOTAL = 1_000_000
 RULE = EarlyStopRule()

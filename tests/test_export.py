@@ -9,7 +9,10 @@ import sys
 import optuna
 import pytest
 
-from drex_opt import config, export, notes, safety
+from drex_opt import notes
+from drex_opt.rules import config
+from drex_opt.search import export
+from drex_opt.rules import safety
 from drex_opt.errors import UserError
 
 from cli_helpers import ROOT, run_cli

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from drex_opt import behavior
+from drex_opt.rules import behavior
 from drex_opt.errors import UserError
-from drex_opt.metrics import NAMED_FROM_RAW, RunList, list_runs, named_metrics, read_run, run_history
+from drex_opt.run.metrics import NAMED_FROM_RAW, RunList, list_runs, named_metrics, read_run, run_history
 
 RAW = {
     "environment/perfect_grip": 0.42,

@@ -134,7 +134,7 @@ def test_two_processes_on_one_journal_file(tmp_path):
     args = study_args(url, "journal-study", "--timesteps", "120000", "--trials", "1", "--json")
     results = finish([start_cli(*args, cwd=tmp_path), start_cli(*args, cwd=tmp_path)])
     assert [r["trials_run"] for r in results] == [1, 1]
-    from drex_opt import storage as storage_mod
+    from drex_opt.search import storage as storage_mod
 
     study = optuna.load_study(study_name="journal-study", storage=storage_mod.open_storage(url))
     assert len(study.trials) == 2
@@ -145,7 +145,7 @@ def test_two_processes_on_one_journal_file(tmp_path):
 OPEN_AT_ONCE = """
 import sys, time
 from pathlib import Path
-from drex_opt import study as study_mod
+from drex_opt.search import study as study_mod
 url, name, ready, go = sys.argv[1:5]
 Path(ready).touch()
 while not Path(go).exists():
@@ -278,7 +278,7 @@ def test_killed_worker_of_another_host_is_failed_and_retried_by_heartbeat(tmp_pa
 
 
 def test_heartbeat_settings_come_from_the_environment(monkeypatch):
-    from drex_opt import storage as storage_mod
+    from drex_opt.search import storage as storage_mod
     from drex_opt.errors import UserError
 
     monkeypatch.delenv("DREX_HEARTBEAT_S", raising=False)

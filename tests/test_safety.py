@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drex_opt import config, safety
+from drex_opt.rules import config
+from drex_opt.rules import safety
 from drex_opt.errors import UserError
 from drex_opt.jsonio import read_json
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from drex_opt import config, safety, spaces
+from drex_opt.rules import config
+from drex_opt.rules import safety
+from drex_opt.search import spaces
 from drex_opt.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +119,7 @@ def test_focus_table_shapes_the_spaces():
 
 
 def test_optuna_is_not_imported_by_loading_spaces():
-    code = "import sys, drex_opt.spaces as s; s.load_all(); assert 'optuna' not in sys.modules"
+    code = "import sys, drex_opt.search.spaces as s; s.load_all(); assert 'optuna' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 

@@ -11,8 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from drex_opt import config, safety, spaces
-from drex_opt import study as study_mod
+from drex_opt.rules import config
+from drex_opt.rules import safety
+from drex_opt.search import spaces
+from drex_opt.search import study as study_mod
 from drex_opt.errors import UserError
 
 from cli_helpers import no_training_process, one_line_error, run_cli, start_cli, wait_for_running_trial

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drex_opt import behavior
+from drex_opt.rules import behavior
 
 from cli_helpers import ROOT, one_line_error as assert_one_line_error, run_cli as drex
 

@@ -228,8 +228,25 @@ class DronePP(pufferlib.PufferEnv):
     # ------------------------------------------------------------------- step
     def step(self, actions):
         act = np.clip(np.asarray(actions, np.float32).reshape(self.num_agents, 3), -1.0, 1.0)
-        carrying = self.carrying
+        self._fly(act)
+        reward = np.zeros(self.num_agents, np.float32)
+        self._update_neighbours()
+        reward += R_COLLISION * self.collided
+        self.ep_collisions += self.collided
+        self._pick_and_place(reward)
 
+        # Shaping: progress toward the current waypoint (unchanged by a phase switch above).
+        dist = np.linalg.norm(self.waypoint - self.pos, axis=1)
+        reward += R_PROGRESS * (self.prev_dist - dist)
+        self.prev_dist = dist
+
+        self.ep_carry_steps += self.carrying
+        self.ep_len += 1
+        return self._end_step(reward)
+
+    def _fly(self, act: np.ndarray) -> None:
+        """One physics step: velocity command -> bounded, lagged thrust -> motion."""
+        carrying = self.carrying
         # Onboard velocity controller, tuned for the empty drone.
         cmd = VEL_GAIN * DRONE_MASS * (act * MAX_VEL - self.vel) + self._hover_force
         np.clip(cmd[:, 2], 0.0, MAX_THRUST_Z, out=cmd[:, 2])
@@ -243,11 +260,9 @@ class DronePP(pufferlib.PufferEnv):
         self.vel += acc * DT
         self.pos += self.vel * DT
 
-        reward = np.zeros(self.num_agents, np.float32)
-        self._update_neighbours()
-        reward += R_COLLISION * self.collided
-        self.ep_collisions += self.collided
-
+    def _pick_and_place(self, reward: np.ndarray) -> None:
+        """Milestones, grips and deliveries of this step, their reward added to ``reward``."""
+        carrying = self.carrying
         speed = np.linalg.norm(self.vel, axis=1)
         rel = self.pos - np.where(carrying[:, None], self.drop, self.box)
         xy = np.sqrt(rel[:, 0] ** 2 + rel[:, 1] ** 2)
@@ -286,14 +301,8 @@ class DronePP(pufferlib.PufferEnv):
         if len(delivered):
             self._new_task(delivered)
 
-        # Shaping: progress toward the current waypoint (unchanged by a phase switch above).
-        dist = np.linalg.norm(self.waypoint - self.pos, axis=1)
-        reward += R_PROGRESS * (self.prev_dist - dist)
-        self.prev_dist = dist
-
-        self.ep_carry_steps += self.carrying
-        self.ep_len += 1
-
+    def _end_step(self, reward: np.ndarray):
+        """Crashes and time limits, episode bookkeeping, observations and the periodic report."""
         floor = np.where(self.carrying, CARRY_FLOOR, DRONE_FLOOR)
         crashed = ((np.abs(self.pos[:, 0]) > HALF_XY) | (np.abs(self.pos[:, 1]) > HALF_XY)
                    | (self.pos[:, 2] > CEILING) | (self.pos[:, 2] < floor))

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
+
+import optuna
+import psutil
+import sqlalchemy
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
 
 from drex_opt.errors import UserError
-
-if TYPE_CHECKING:
-    import optuna
 
 ENV_STORAGE = "DREX_STORAGE"
 DEFAULT_STORAGE = "sqlite:///studies/drex-opt.db"
@@ -75,7 +80,8 @@ def heartbeat_settings() -> tuple[int, int]:
     return heartbeat, grace
 
 
-def _journal_path(url: str) -> Path | None:
+def journal_path(url: str) -> Path | None:
+    """The journal file of a ``journal:PATH`` (or ``*.log``/``*.jsonl``) URL, else None."""
     if url.startswith("journal:"):
         return Path(url[len("journal:"):])
     if "://" not in url and url.endswith((".log", ".jsonl")):
@@ -83,39 +89,53 @@ def _journal_path(url: str) -> Path | None:
     return None
 
 
-def open_storage(url: str) -> "optuna.storages.BaseStorage":
-    """Open (and create if needed) the storage behind ``url``.
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (None for other URLs and in-memory)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    db = url[len("sqlite:///"):].split("?", 1)[0]
+    return Path(db) if db and db != ":memory:" else None
+
+
+def storage_file(url: str) -> Path | None:
+    """The file holding the studies of a file-based storage (SQLite or journal), else None."""
+    return journal_path(url) or sqlite_path(url)
+
+
+def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open the storage behind ``url``; every command opens storages through here.
 
     RDB storages get Optuna's heartbeat and a retry of trials whose worker died.
 
+    Args:
+        url: a SQLAlchemy URL, ``journal:PATH`` or a journal file path.
+        create: create a missing SQLite or journal file (a study does). Reading commands
+            pass False, so a mistyped path is refused instead of becoming an empty database.
+
     Raises:
-        UserError: an unknown scheme, a missing driver or an unreachable server.
+        UserError: a missing file when ``create`` is False, an unknown scheme, a missing
+            driver or an unreachable server.
     """
-    import warnings
-
-    import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    # Heartbeats and metric names are marked experimental; drex-opt relies on them knowingly.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-    journal = _journal_path(url)
+    file = storage_file(url)
+    if file is not None and not create and not file.is_file():
+        raise UserError(f"no storage at {file} (run drex-opt study first, or pass --storage)")
+    journal = journal_path(url)
     heartbeat, grace = heartbeat_settings()
     try:
         if journal is not None:
             journal.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal))))
         engine_kwargs: dict = {}
-        if url.startswith("sqlite:///"):
-            db = Path(url[len("sqlite:///"):])
-            if str(db) not in ("", ":memory:"):
-                db.parent.mkdir(parents=True, exist_ok=True)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        if url.startswith("sqlite:"):
             # Threads of one process share the file; wait for the lock instead of failing.
             engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
         else:
             engine_kwargs["pool_pre_ping"] = True
-        with _schema_lock(url):
+        with _schema_lock(url), warnings.catch_warnings():
+            # Heartbeats are marked experimental; drex-opt relies on them knowingly.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
                 url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
@@ -124,9 +144,30 @@ def open_storage(url: str) -> "optuna.storages.BaseStorage":
         raise UserError(f"storage {redact(url)}: missing database driver ({exc.name or exc})") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/OS errors all mean "cannot open"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot open storage {redact(url)}: {first}") from None
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        raise UserError(f"cannot open storage {redact(url)}: {redact(first)}") from None
+
+
+def load_existing_study(url: str, study_name: str | None) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """A study to read (export, report, dashboard) and its opened storage; creates nothing.
+
+    ``study_name`` may be omitted when the storage holds exactly one study.
+
+    Raises:
+        UserError: no storage, no study, several studies and no name, unknown name.
+    """
+    opened = open_storage(url, create=False)
+    names = sorted(optuna.get_all_study_names(opened))
+    where = redact(url)
+    if study_name is None:
+        if not names:
+            raise UserError(f"storage {where} holds no study")
+        if len(names) > 1:
+            raise UserError(f"storage {where} holds {len(names)} studies; choose one with --study-name: "
+                            + ", ".join(names))
+        study_name = names[0]
+    elif study_name not in names:
+        raise UserError(f"no study {study_name!r} in {where}; studies: {', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=study_name, storage=opened), opened
 
 
 @contextmanager
@@ -139,8 +180,6 @@ def _schema_lock(url: str) -> Iterator[None]:
     other databases (SQLite) need none. The lock ends with its connection, so a killed
     worker never leaves it held.
     """
-    import sqlalchemy
-
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -166,14 +205,7 @@ def _schema_lock(url: str) -> Iterator[None]:
 
 def worker_id() -> dict:
     """This process, as recorded on the trials it runs (for stale-trial recovery)."""
-    info = {"host": socket.gethostname(), "pid": os.getpid()}
-    try:
-        import psutil
-
-        info["started"] = psutil.Process().create_time()
-    except Exception:  # noqa: BLE001 - psutil is optional here
-        pass
-    return info
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
 
 
 def _alive(worker: dict) -> bool:
@@ -181,44 +213,37 @@ def _alive(worker: dict) -> bool:
     if not isinstance(pid, int):
         return True  # unknown: never fail a trial we cannot judge
     try:
-        import psutil
-
         proc = psutil.Process(pid)
-        started = worker.get("started")
-        return started is None or abs(proc.create_time() - started) < 1.0  # a reused pid is another process
-    except ImportError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess and friends
+    except psutil.Error:
         return False
+    started = worker.get("started")
+    return started is None or abs(proc.create_time() - started) < 1.0  # a reused pid is another process
 
 
-def fail_stale_trials(study: "optuna.Study") -> list[int]:
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Fail RUNNING trials of this host whose worker process is gone.
 
     Heartbeats catch dead workers on RDB storages after a grace period; this catches them
     at once on this host, and on storages without heartbeats (the journal file).
 
+    Args:
+        study: the study to clean up.
+        storage: the storage ``study`` was opened on.
+
     Returns:
         The numbers of the trials it failed.
     """
-    from optuna.trial import TrialState
-
     host = socket.gethostname()
+    study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker")
         if not isinstance(worker, dict) or worker.get("host") != host or _alive(worker):
             continue
-        storage = study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker process gone (killed or crashed)")
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            storage.set_trial_user_attr(trial_id, "fail_reason", "worker process gone (killed or crashed)")
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 failed.append(trial.number)
         except Exception:  # noqa: BLE001 - another worker finished it first
             continue

@@ -6,30 +6,32 @@ pyplot: no global state, no display needed, safe next to other threads.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from drex_opt.study import BASELINE_ROLE, OBJECTIVES
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from drex_opt.errors import UserError
+from drex_opt.jsonio import write_atomic
+from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, pct
+from drex_opt.rules.objectives import LABELS as _LABELS
+from drex_opt.search.report import Report
 
-    from drex_opt.report import Report
+LABELS = dict(zip(OBJECTIVES, _LABELS))
+IMAGES = {"pareto": "pareto.png", "history": "history.png", "importance": "importance.png"}
 
-LABELS = {"grip_success": "grip", "delivery_success": "delivery", "end_to_end_success": "end-to-end"}
 
-
-def _figure(width: float, height: float) -> "Figure":
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+def _figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
 def _percent_axes(ax, x: bool = True, y: bool = True) -> None:
-    from matplotlib.ticker import PercentFormatter
-
     if x:
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     if y:
@@ -45,7 +47,7 @@ def _is_baseline(trial) -> bool:
     return trial.user_attrs.get("role") == BASELINE_ROLE
 
 
-def pareto_figure(trials: list, pareto: set[int]) -> "Figure":
+def pareto_figure(trials: list, pareto: set[int]) -> Figure:
     """Grip × delivery of every completed trial, coloured by end-to-end success.
 
     Pareto-optimal trials are large and numbered; the baseline trial is ringed in red.
@@ -61,7 +63,6 @@ def pareto_figure(trials: list, pareto: set[int]) -> "Figure":
     edges = ["black" if t.number in pareto else "none" for t in trials]
     points = ax.scatter(grip, deliv, c=e2e, cmap="viridis", vmin=0.0, vmax=top, s=sizes, edgecolors=edges,
                         linewidths=1.2, zorder=3)
-    from matplotlib.ticker import PercentFormatter
 
     fig.colorbar(points, ax=ax, label="end-to-end success", format=PercentFormatter(1.0))
     # Trials often tie (early budgets give many zeros): one label per point, not a pile of numbers.
@@ -90,7 +91,7 @@ def pareto_figure(trials: list, pareto: set[int]) -> "Figure":
     return fig
 
 
-def history_figure(trials: list) -> "Figure":
+def history_figure(trials: list) -> Figure:
     """One panel per objective: each completed trial's value by trial number, and the running best."""
     fig = _figure(8.0, 7.5)
     axes = fig.subplots(len(OBJECTIVES), 1, sharex=True)
@@ -120,7 +121,7 @@ def history_figure(trials: list) -> "Figure":
     return fig
 
 
-def importance_figure(importances: dict) -> "Figure":
+def importance_figure(importances: dict) -> Figure:
     """Horizontal bars of parameter importance, one panel per objective that has them."""
     names = [n for n in OBJECTIVES if n in importances]
     params = sorted({p for imp in importances.values() for p in imp},
@@ -138,12 +139,8 @@ def importance_figure(importances: dict) -> "Figure":
 
 
 # ---------------------------------------------------------------- text
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def _objective(top, name: str) -> str:
-    text = _pct(top.means[name])
+    text = pct(top.means[name])
     if top.stdev:
         text += f" ± {top.stdev[name]:.1%}"
     return text
@@ -158,7 +155,7 @@ def _params_line(params: dict) -> str:
     return "\n".join(f"{k.split('.', 1)[-1]}={_value(v)}" for k, v in params.items()) or "-"
 
 
-def markdown(report: "Report", images: dict) -> str:
+def markdown(report: Report, images: dict) -> str:
     """``report.md``: the study, the trials by state, the top trials with their analyses, the images.
 
     Args:
@@ -212,12 +209,35 @@ def markdown(report: "Report", images: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def print_report(report: "Report") -> None:
-    """The top-trials table and the files written."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
+def write_files(report: Report) -> dict:
+    """Draw the pictures and ``report.md`` into ``report.out_dir``; fills ``report.files``.
 
+    Each file is written to a temporary name and renamed: an interrupted report leaves
+    the previous files, never half a picture.
+
+    Raises:
+        UserError: an unwritable output folder.
+    """
+    out_dir = Path(report.out_dir)
+    completed = report.trials
+    figures = {"pareto": pareto_figure(completed, set(report.pareto)), "history": history_figure(completed)}
+    if report.importances:
+        figures["importance"] = importance_figure(report.importances)
+    try:
+        for key, fig in figures.items():
+            path = out_dir / IMAGES[key]
+            write_atomic(path, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110))
+            report.files[key] = str(path)
+        md = out_dir / "report.md"
+        write_atomic(md, markdown(report, {k: IMAGES[k] for k in figures}))
+        report.files["report"] = str(md)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from None
+    return report.files
+
+
+def print_report(report: Report) -> None:
+    """The top-trials table and the files written."""
     out = Console()
     states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(report.states.items()))
     out.print(f"[bold]{report.study_name}[/] ({report.storage}): focus {report.focus or '-'}; trials: {states}")
@@ -230,7 +250,7 @@ def print_report(report: "Report") -> None:
     for top in report.top:
         a = top.behavioral_analysis
         trial = f"{top.number}" + ("\nbaseline" if top.baseline else "") + (f"\n{top.seeds} seeds" if top.seeds > 1 else "")
-        cells = [_pct(top.means[n]) + (f"\n±{top.stdev[n]:.1%}" if top.stdev else "") for n in OBJECTIVES]
+        cells = [pct(top.means[n]) + (f"\n±{top.stdev[n]:.1%}" if top.stdev else "") for n in OBJECTIVES]
         table.add_row(trial, *cells, f"{a.get('severity') or '-'} →\n{a.get('next_focus') or '-'}",
                       _params_line(top.params))
     out.print(table)

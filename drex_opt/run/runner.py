@@ -1,6 +1,6 @@
 """Parent side of a training run: start the child, follow it live, collect the result.
 
-The child (:mod:`drex_opt.train`) runs in its own process group so a crash, a hang or
+The child (:mod:`drex_opt.run.train`) runs in its own process group so a crash, a hang or
 Ctrl-C can never take the caller down: on a timeout, an early stop or an interrupt the
 whole group (PufferLib worker processes included) is terminated. Whatever happens, the
 run folder ends with a complete ``summary.json`` written atomically.
@@ -20,11 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
+from drex_opt.envs import BUILTIN_ENV
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_json_atomic
+from drex_opt.rules import config as run_config
+from drex_opt.run import metrics
+from drex_opt.run.events import parse_event
 
-EVENT_PREFIX = "@drex "  # same as drex_opt.train.EVENT_PREFIX (not imported: it pulls torch)
-BUILTIN_ENV = "drone_pp"
+
 HISTORY_KEYS_PREFIXES = ("environment/",)
 HISTORY_KEYS = ("agent_steps", "SPS", "uptime", "epoch", "losses/policy_loss", "losses/value_loss",
                 "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance")
@@ -143,88 +146,28 @@ def run_training(
     """
     run_dir = prepare_run_dir(Path(run_dir))
     config_path = write_json_atomic(run_dir / "config.json", config)
-    cmd = [sys.executable, "-m", "drex_opt.train", "--config", str(config_path),
+    cmd = [sys.executable, "-m", "drex_opt.run.train", "--config", str(config_path),
            "--run-dir", str(run_dir), "--env", env_name]
     if load_model:
         cmd += ["--load-model", str(load_model)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **thread_env(threads), **(extra_env or {}))
     env.setdefault(ENV_RUN_DIR, str(run_dir))
     env.setdefault(ENV_RUN_ID, run_dir.name)
-    started = time.time()
-    timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    state = {"status": None, "error": None, "final": None, "last": {}, "start": {}}
-    history: list[dict] = []
-
-    log = open(run_dir / "train.log", "w", encoding="utf-8")
-    mirror = open(log_mirror, "w", encoding="utf-8") if log_mirror else None
+    follower = _Follower(run_dir, log_mirror, on_event, stop_rule)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, start_new_session=True, text=True, bufsize=1, errors="replace")
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.put(line)
-        lines.put(None)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
     try:
-        eof = False
-        while not eof:
-            if timeout is not None and time.time() - started > timeout:
-                state["status"], state["error"] = "timeout", f"killed after the {timeout:g} s timeout"
-                break
-            if cancel is not None and cancel.is_set():
-                state["status"], state["error"] = "failed", "interrupted"
-                break
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if line is None:
-                eof = True
-                break
-            for fh in (log, mirror):
-                if fh:
-                    fh.write(line)
-                    fh.flush()
-            if not line.startswith(EVENT_PREFIX):
-                continue
-            event = _parse_event(line)
-            if event is None:
-                continue
-            kind = event.get("event")
-            if kind == "start":
-                state["start"] = event
-            elif kind == "progress":
-                state["last"] = event
-                history.append(_compact(event))
-                if stop_rule is not None:
-                    reason = stop_rule(event, history)
-                    if reason:
-                        state["status"], state["error"] = "stopped", reason
-                        break
-            elif kind == "final":
-                state["final"] = event
-                state["last"] = event
-            elif kind == "error":
-                state["error"] = event.get("error")
-            if on_event is not None:
-                on_event(event)
+        follower.follow(proc, timeout, cancel)
     except KeyboardInterrupt:
         _kill_group(proc)
-        state["status"], state["error"] = "failed", "interrupted"
-        _finish(run_dir, config, env_name, timestamp, started, state, history, summary_copy)
-        log.close()
-        if mirror:
-            mirror.close()
+        follower.close()
+        follower.state.update(status="failed", error="interrupted")
+        _finish(run_dir, config, env_name, follower, summary_copy)
         raise
     _kill_group(proc)
     code = proc.wait()
-    reader.join(timeout=1.0)
-    log.close()
-    if mirror:
-        mirror.close()
+    follower.close()
+    state = follower.state
     if state["status"] is None:
         if code == 0 and state["final"] is not None:
             state["status"] = "completed"
@@ -233,25 +176,87 @@ def run_training(
             if not state["error"]:
                 state["error"] = (f"training process killed by signal {-code}" if code < 0
                                   else f"training process exited with code {code}")
-    summary = _finish(run_dir, config, env_name, timestamp, started, state, history, summary_copy)
-    return TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json", history=history)
+    summary = _finish(run_dir, config, env_name, follower, summary_copy)
+    return TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json",
+                       history=follower.history)
 
 
-def _parse_event(line: str) -> dict | None:
-    import json
+class _Follower:
+    """Reads the child's output live: the log files, the events, the stop and time limits."""
 
-    try:
-        event = json.loads(line[len(EVENT_PREFIX):])
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) else None
+    def __init__(self, run_dir: Path, log_mirror: Path | None, on_event: Callable[[dict], None] | None,
+                 stop_rule: StopRule | None) -> None:
+        self.on_event, self.stop_rule = on_event, stop_rule
+        self.started = time.time()
+        self.timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.state: dict = {"status": None, "error": None, "final": None, "last": {}, "start": {}}
+        self.history: list[dict] = []
+        self.files = [open(run_dir / "train.log", "w", encoding="utf-8")]
+        if log_mirror:
+            self.files.append(open(log_mirror, "w", encoding="utf-8"))
+        self.reader: threading.Thread | None = None
+
+    def follow(self, proc: subprocess.Popen, timeout: float | None, cancel: threading.Event | None) -> None:
+        """Until the child's output ends, the timeout passes, ``cancel`` is set or the stop rule fires."""
+        lines: queue.Queue = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                lines.put(line)
+            lines.put(None)
+
+        self.reader = threading.Thread(target=pump, daemon=True)
+        self.reader.start()
+        while self.state["status"] is None:
+            if timeout is not None and time.time() - self.started > timeout:
+                self.state.update(status="timeout", error=f"killed after the {timeout:g} s timeout")
+                return
+            if cancel is not None and cancel.is_set():
+                self.state.update(status="failed", error="interrupted")
+                return
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                return
+            self.take(line)
+
+    def take(self, line: str) -> None:
+        """One line of the child's output: logged, and acted on when it is an event."""
+        for fh in self.files:
+            fh.write(line)
+            fh.flush()
+        event = parse_event(line)
+        if event is None:
+            return
+        kind = event.get("event")
+        if kind == "start":
+            self.state["start"] = event
+        elif kind == "progress":
+            self.state["last"] = event
+            self.history.append(_compact(event))
+            reason = self.stop_rule(event, self.history) if self.stop_rule is not None else None
+            if reason:
+                self.state.update(status="stopped", error=reason)
+                return
+        elif kind == "final":
+            self.state["final"] = self.state["last"] = event
+        elif kind == "error":
+            self.state["error"] = event.get("error")
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.join(timeout=1.0)
+        for fh in self.files:
+            fh.close()
 
 
-def _finish(run_dir: Path, config: dict, env_name: str, timestamp: str, started: float,
-            state: dict, history: list, summary_copy: Path | None) -> dict:
+def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, summary_copy: Path | None) -> dict:
     """Build and atomically write ``summary.json`` (and its copy)."""
-    from drex_opt import metrics
-
+    state, history = follower.state, follower.history
     last = state["final"] or state["last"] or {}
     raw = {k: v for k, v in last.items() if k not in ("event", "checkpoint")}
     named = metrics.named_metrics(raw)  # includes the behavioral analysis
@@ -259,14 +264,14 @@ def _finish(run_dir: Path, config: dict, env_name: str, timestamp: str, started:
     checkpoint = (state["final"] or {}).get("checkpoint")
     summary = {
         "run_id": run_dir.name,
-        "timestamp": timestamp,
+        "timestamp": follower.timestamp,
         "seed": config.get("train", {}).get("seed"),
         "env": env_name,
         "status": state["status"],
         "error": state["error"],
         "agent_steps": last.get("agent_steps", 0),
         "total_timesteps": config.get("train", {}).get("total_timesteps"),
-        "wall_time_s": round(time.time() - started, 3),
+        "wall_time_s": round(time.time() - follower.started, 3),
         "checkpoint": checkpoint,
         **named,
         "metrics": raw,
@@ -305,12 +310,30 @@ def check_env_name(env_name: str) -> None:
                     "(such as puffer_drone_delivery)")
 
 
-def train_command(config_path: Path, override_path: Path | None, timesteps: int | None, seed: int | None,
-                  run_dir: Path | None, env_name: str, timeout: float | None, load_model: Path | None,
-                  show_progress: bool = True) -> TrainResult:
-    """``drex-opt train``: validate everything first, then one run with a progress bar."""
-    from drex_opt import config as run_config
+@dataclass
+class TrainJob:
+    """A validated ``drex-opt train`` run, ready to start: nothing has been trained yet."""
 
+    config: dict
+    run_dir: Path
+    env_name: str
+    timeout: float | None
+    load_model: Path | None
+    summary_copy: Path | None
+
+    def run(self, on_event: Callable[[dict], None] | None = None) -> TrainResult:
+        return run_training(self.config, self.run_dir, self.env_name, self.timeout, self.load_model,
+                            on_event=on_event, summary_copy=self.summary_copy)
+
+
+def prepare_training(config_path: str | Path, override_path: Path | None, timesteps: int | None, seed: int | None,
+                     run_dir: Path | None, env_name: str, timeout: float | None,
+                     load_model: Path | None) -> TrainJob:
+    """``drex-opt train``: every input validated and the run folder made, before anything runs.
+
+    Raises:
+        UserError: a bad config, override, timeout, checkpoint, env or run folder.
+    """
     extra: dict = {}
     if timesteps is not None:
         extra.setdefault("train", {})["total_timesteps"] = timesteps
@@ -324,10 +347,4 @@ def train_command(config_path: Path, override_path: Path | None, timesteps: int 
     check_env_name(env_name)
     target = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir())
     summary_copy = Path(os.environ[ENV_SUMMARY]) if os.environ.get(ENV_SUMMARY) else None
-    if not show_progress:
-        return run_training(cfg, target, env_name, timeout, load_model, summary_copy=summary_copy)
-    from drex_opt import views
-
-    with views.TrainProgress(cfg["train"]["total_timesteps"]) as progress:
-        return run_training(cfg, target, env_name, timeout, load_model, on_event=progress.update,
-                            summary_copy=summary_copy)
+    return TrainJob(cfg, target, env_name, timeout, load_model, summary_copy)

@@ -2,7 +2,7 @@
 
 A file states the theory its experiment tests (``description``), a ``[budget]`` and the
 parameters to search, named ``"section.key"`` as in the brief. Every range must lie
-inside the safety ranges of :mod:`drex_opt.safety`; a file breaking that does not load.
+inside the safety ranges of :mod:`drex_opt.rules.safety`; a file breaking that does not load.
 """
 
 from __future__ import annotations
@@ -16,24 +16,14 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from drex_opt import safety
-from drex_opt.config import REPO_ROOT
+from drex_opt import shipped
 from drex_opt.errors import UserError
+from drex_opt.rules import safety
+from drex_opt.rules.behavior import FOCI
 
 if TYPE_CHECKING:
     import optuna
 
-FOCI: tuple[str, ...] = (
-    "diagnostic_grip",
-    "improve_grip",
-    "tune_grip",
-    "fix_grip_activation",
-    "improve_carrying",
-    "improve_coordination",
-    "fix_stability",
-    "optimize_performance",
-    "continue",
-)
 DIAGNOSTIC_FOCUS = "diagnostic_grip"
 # Owned by [budget] and by the seed repeats, so a space may not search them.
 RESERVED = frozenset({"train.total_timesteps", "train.seed"})
@@ -159,9 +149,9 @@ def _param_problems(name: str, p: ParamSpec) -> list[str]:
 
 # ---------------------------------------------------------------- files
 def spaces_dir() -> Path:
-    """``$DREX_SEARCH_SPACES`` when set, else this repository's ``search_spaces/``."""
+    """``$DREX_SEARCH_SPACES`` when set, else the shipped ``search_spaces/``."""
     override = os.environ.get("DREX_SEARCH_SPACES")
-    return Path(override) if override else REPO_ROOT / "search_spaces"
+    return Path(override) if override else shipped.search_spaces_dir()
 
 
 def load(focus: str, directory: str | Path | None = None) -> SearchSpace:

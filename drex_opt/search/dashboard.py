@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna_dashboard import run_server, save_note
 
 from drex_opt.errors import UserError
-
-if TYPE_CHECKING:
-    import optuna
+from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, pct
+from drex_opt.search import storage as storage_mod
 
 log = logging.getLogger(__name__)
 
@@ -35,41 +37,27 @@ def artifact_dir(url: str) -> Path:
     ``studies/artifacts``. Several hosts see each other's files only when that folder is
     on a shared file system.
     """
-    from drex_opt import storage as storage_mod
-
-    journal = storage_mod._journal_path(url)
+    journal = storage_mod.journal_path(url)
     if journal is not None:
         return Path(f"{journal}-artifacts")
-    if url.startswith("sqlite:///"):
-        db = url[len("sqlite:///"):].split("?", 1)[0]
-        if db and db != ":memory:":
-            path = Path(db)
-            return path.with_name(f"{path.stem}-artifacts")
-    return SERVER_ARTIFACTS
+    db = storage_mod.sqlite_path(url)
+    return db.with_name(f"{db.stem}-artifacts") if db is not None else SERVER_ARTIFACTS
 
 
-def artifact_store_for(url: str) -> "optuna.artifacts.FileSystemArtifactStore":
+def artifact_store_for(url: str) -> FileSystemArtifactStore:
     """A file-system artifact store in :func:`artifact_dir` (created if missing)."""
-    from optuna.artifacts import FileSystemArtifactStore
-
     folder = artifact_dir(url)
     folder.mkdir(parents=True, exist_ok=True)
     return FileSystemArtifactStore(folder)
 
 
 # ---------------------------------------------------------------- notes
-def _pct(value: Any) -> str:
-    return f"{value:.1%}" if isinstance(value, (int, float)) else "-"
-
-
 def trial_note(number: int, attrs: dict, summary: dict, run_dir: Path, outcome: str) -> str:
     """The markdown note of one trial: outcome, objectives, behaviour, clamps, run folder."""
-    from drex_opt.study import OBJECTIVES
-
-    lines = [f"## Trial {number}{' (baseline)' if attrs.get('role') == 'baseline' else ''}", "",
+    lines = [f"## Trial {number}{' (baseline)' if attrs.get('role') == BASELINE_ROLE else ''}", "",
              f"**Outcome:** {outcome}", ""]
     lines += ["| objective | value |", "|---|---|"]
-    lines += [f"| {name} | {_pct(summary.get(name))} |" for name in OBJECTIVES]
+    lines += [f"| {name} | {pct(summary.get(name))} |" for name in OBJECTIVES]
     analysis = summary.get("behavioral_analysis") or attrs.get("behavioral_analysis") or {}
     lines += ["", "### Behaviour", "",
               f"severity **{analysis.get('severity') or '-'}**, next focus **{analysis.get('next_focus') or '-'}**", ""]
@@ -102,7 +90,7 @@ def study_note(plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_trial(trial: "optuna.Trial", plan, summary: dict, run_dir: Path, outcome: str) -> None:
+def record_trial(trial: optuna.Trial, plan, summary: dict, run_dir: Path, outcome: str) -> None:
     """Attach the trial's dashboard note and its run folder's files as artifacts.
 
     Call while the trial is RUNNING (a finished trial cannot take artifacts). Never
@@ -113,14 +101,10 @@ def record_trial(trial: "optuna.Trial", plan, summary: dict, run_dir: Path, outc
         outcome: one line, e.g. ``complete: grip 40.0%, ...``, ``pruned: <reason>``.
     """
     try:
-        from optuna_dashboard import save_note
-
         save_note(trial, trial_note(trial.number, trial.user_attrs, summary, run_dir, outcome))
     except Exception as exc:  # noqa: BLE001 - notes are a convenience, never a failure
         log.warning("trial %s: dashboard note not saved: %s", trial.number, exc)
     try:
-        from optuna.artifacts import upload_artifact
-
         store = artifact_store_for(plan.storage_url)
         for name, mimetype in TRIAL_FILES:
             path = Path(run_dir) / name
@@ -130,11 +114,9 @@ def record_trial(trial: "optuna.Trial", plan, summary: dict, run_dir: Path, outc
         log.warning("trial %s: run files not attached for the dashboard: %s", trial.number, exc)
 
 
-def record_study(study: "optuna.Study", plan) -> None:
+def record_study(study: optuna.Study, plan) -> None:
     """Attach the study's dashboard note (focus, theory, budget). Never raises."""
     try:
-        from optuna_dashboard import save_note
-
         save_note(study, study_note(plan))
     except Exception as exc:  # noqa: BLE001
         log.warning("study %s: dashboard note not saved: %s", plan.study_name, exc)
@@ -168,15 +150,10 @@ def serve(storage: str | None, host: str, port: int, on_ready=None) -> None:
     Raises:
         UserError: unreachable or missing storage, a port in use, a bad host.
     """
-    from drex_opt import report
-    from drex_opt import storage as storage_mod
-
     url = storage_mod.storage_url(storage)
-    opened = report.open_existing_storage(url)
+    opened = storage_mod.open_storage(url, create=False)
     _check_port(host, port)
     store = artifact_store_for(url)
-    from optuna_dashboard import run_server
-
     if on_ready:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}/", storage_mod.redact(url), artifact_dir(url))

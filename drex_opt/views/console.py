@@ -6,6 +6,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from drex_opt.rules.objectives import pct
+
 console = Console(stderr=True)
 
 
@@ -38,10 +40,6 @@ class TrainProgress:
         self.progress.update(self.task, completed=event.get("agent_steps", 0), info=info)
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def print_train_result(result) -> None:
     """One-screen view of a finished run."""
     s = result.summary
@@ -56,7 +54,7 @@ def print_train_result(result) -> None:
         table.add_column(col, justify="right")
     ext = s.get("metrics_extended") or {}
     reward = s.get("mean_reward")
-    table.add_row(_pct(s.get("grip_success")), _pct(s.get("delivery_success")), _pct(s.get("end_to_end_success")),
+    table.add_row(pct(s.get("grip_success")), pct(s.get("delivery_success")), pct(s.get("end_to_end_success")),
                   "-" if reward is None else f"{reward:.2f}", f"{ext.get('SPS') or 0:,.0f}")
     out.print(table)
     ba = s.get("behavioral_analysis") or {}

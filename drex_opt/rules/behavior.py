@@ -125,6 +125,46 @@ def _read(value: Any) -> tuple[float | None, bool]:
     return x, False
 
 
+def _rule_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, float], list[str], list[str]]:
+    """(each input as a fraction for the rules, the missing ones, out-of-range insights)."""
+    source = inputs if isinstance(inputs, Mapping) else {}
+    values: dict[str, float] = {}
+    missing: list[str] = []
+    out_of_range: list[str] = []
+    for name in INPUTS:
+        raw = source.get(name)
+        x, clipped = _read(raw)
+        if x is None:
+            missing.append(name)
+            x = 0.0
+        elif clipped:
+            out_of_range.append(
+                f"{name} = {_show(raw)} is outside [0, 1]; clipped to {x:g} for the rules"
+            )
+        values[name] = x
+    return values, missing, out_of_range
+
+
+def _severity(values: Mapping[str, float]) -> str:
+    if values["grip_attempts"] < 0.001:
+        severity = "critical"
+    elif values["grip_success"] < 0.1 or values["collision_rate"] > 0.5:
+        severity = "warning"
+    else:
+        severity = "ok"
+    return severity
+
+
+def _grip_efficiency(values: Mapping[str, float]) -> float:
+    grip_efficiency = 0.0
+    if values["grip_attempts"] > 0:
+        grip_efficiency = values["grip_success"] / values["grip_attempts"]
+        # A subnormal denominator overflows to inf, which strict JSON cannot hold.
+        if not math.isfinite(grip_efficiency):
+            grip_efficiency = sys.float_info.max
+    return grip_efficiency
+
+
 def analyze(inputs: Mapping[str, Any]) -> dict:
     """Compute the ``behavioral_analysis`` object of the contract from the 8 rule inputs.
 
@@ -141,32 +181,11 @@ def analyze(inputs: Mapping[str, Any]) -> dict:
     clipped before the rules; comparisons are strict, so a value exactly at a threshold
     does not trigger its rule. Never raises.
     """
-    source = inputs if isinstance(inputs, Mapping) else {}
-    values: dict[str, float] = {}
-    missing: list[str] = []
-    out_of_range: list[str] = []
-    for name in INPUTS:
-        raw = source.get(name)
-        x, clipped = _read(raw)
-        if x is None:
-            missing.append(name)
-            x = 0.0
-        elif clipped:
-            out_of_range.append(
-                f"{name} = {_show(raw)} is outside [0, 1]; clipped to {x:g} for the rules"
-            )
-        values[name] = x
-
+    values, missing, out_of_range = _rule_inputs(inputs)
     shown = {name: _percent(x) for name, x in values.items()}
     insights = [sentence.format(**shown) for _, holds, sentence in _RULES if holds(values)]
     next_focus = next((focus for focus, holds, _ in _RULES if holds(values)), "continue")
-
-    if values["grip_attempts"] < 0.001:
-        severity = "critical"
-    elif values["grip_success"] < 0.1 or values["collision_rate"] > 0.5:
-        severity = "warning"
-    else:
-        severity = "ok"
+    severity = _severity(values)
 
     # Out of bounds informs the reader but, per the contract, never changes next_focus.
     if values["oob_rate"] > 0.5:
@@ -175,18 +194,11 @@ def analyze(inputs: Mapping[str, Any]) -> dict:
     if missing:
         insights.append(f"Missing metrics (counted as 0 for the rules): {', '.join(missing)}")
 
-    grip_efficiency = 0.0
-    if values["grip_attempts"] > 0:
-        grip_efficiency = values["grip_success"] / values["grip_attempts"]
-        # A subnormal denominator overflows to inf, which strict JSON cannot hold.
-        if not math.isfinite(grip_efficiency):
-            grip_efficiency = sys.float_info.max
-
     return {
         "insights": insights,
         "severity": severity,
         "next_focus": next_focus,
-        "grip_efficiency": grip_efficiency,
+        "grip_efficiency": _grip_efficiency(values),
         "metrics_summary": {
             "grip_success": shown["grip_success"],
             "delivery_success": shown["delivery_success"],

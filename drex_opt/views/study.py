@@ -9,20 +9,23 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from drex_opt.study import OBJECTIVES
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.1%}"
+from drex_opt.rules.objectives import OBJECTIVES, pct
+from drex_opt.search.monitor import StudyMonitor
+from drex_opt.search.study import StudyResult
 
 
 class StudyDisplay:
-    """A live panel: trials done / failed / pruned, best per objective, running trials."""
+    """A live panel: trials done / failed / pruned, best per objective, running trials.
 
-    def __init__(self, monitor, console: Console | None = None) -> None:
+    When the output is not a terminal (a log file, a pipe) a live panel would keep only
+    its last frame, so the display prints one plain line per finished trial instead.
+    """
+
+    def __init__(self, monitor: StudyMonitor, console: Console | None = None) -> None:
         self.monitor = monitor
         self.console = console or Console(stderr=True)
-        self.live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
+        self.live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False) \
+            if self.console.is_terminal else None
         self._stop = threading.Event()
 
     def render(self):
@@ -33,16 +36,22 @@ class StudyDisplay:
             (f"{plan.study_name}", "bold"), f"  focus {plan.focus}  {plan.timesteps:,} steps/trial  ",
             (f"done {c.get('COMPLETE', 0)}", "green"), "  ", (f"failed {c.get('FAIL', 0)}", "red"), "  ",
             (f"pruned {c.get('PRUNED', 0)}", "yellow"), f"  of {plan.trials}  [{snap['phase']}]")
-        best = Text("best  " + "  ".join(f"{n.split('_')[0]} {_pct(v)}" for n, v in zip(OBJECTIVES, snap["best"])))
+        best = Text("best  " + "  ".join(f"{n.split('_')[0]} {pct(v)}" for n, v in zip(OBJECTIVES, snap["best"])))
         table = Table(show_header=True, header_style="bold", box=None)
         for col in ("trial", "steps", "SPS", "grip"):
             table.add_column(col, justify="right")
         for number, r in sorted(snap["running"].items()):
             table.add_row(str(number), f"{r.get('steps', 0):,}/{plan.timesteps:,}", f"{r.get('sps', 0):,.0f}",
-                          _pct(r.get("grip")))
+                          pct(r.get("grip")))
         return Group(head, best, table, *[Text(m, style="dim") for m in snap["messages"]])
 
+    def _plain(self, line: str) -> None:
+        print(line, file=self.console.file, flush=True)
+
     def __enter__(self):
+        if self.live is None:
+            self.monitor.on_line = self._plain
+            return self
         self.live.__enter__()
 
         def refresh():
@@ -54,12 +63,15 @@ class StudyDisplay:
         return self
 
     def __exit__(self, *exc):
+        if self.live is None:
+            self.monitor.on_line = None
+            return
         self._stop.set()
         self.live.update(self.render())
         self.live.__exit__(*exc)
 
 
-def print_result(result) -> None:
+def print_result(result: StudyResult) -> None:
     out = Console()
     r = result
     out.print()
@@ -78,7 +90,7 @@ def print_result(result) -> None:
         label = f"{p['number']}{' (baseline)' if p['baseline'] else ''}"
         params = ", ".join(f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                            for k, v in p["params"].items())
-        table.add_row(label, *[_pct(p["means"][n]) for n in OBJECTIVES], params)
+        table.add_row(label, *[pct(p["means"][n]) for n in OBJECTIVES], params)
     out.print(table)
     if r.best:
         out.print(f"best (end-to-end, then delivery, then grip): trial {r.best['number']}; "

@@ -26,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from drex_opt import behavior
 from drex_opt.errors import UserError
+from drex_opt.rules import behavior
+from drex_opt.rules.objectives import OBJECTIVES
 
 #: Named summary fields and the PufferLib log key each one comes from.
 NAMED_FROM_RAW: dict[str, str] = {
@@ -43,10 +44,9 @@ NAMED_FROM_RAW: dict[str, str] = {
     "episode_length": "environment/episode_length",
 }
 
-_HEADLINE = ("grip_success", "delivery_success", "end_to_end_success")
 _EXTENDED = ("grip_attempts", "delivery_attempts", "hover_efficiency", "collision_rate", "oob_rate")
 _LOSSES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
-_SUMMARY_MARKERS = (*_HEADLINE, "metrics_extended", "behavioral_analysis", "trainer_summary")
+_SUMMARY_MARKERS = (*OBJECTIVES, "metrics_extended", "behavioral_analysis", "trainer_summary")
 _TIMESTAMP_KEYS = ("timestamp", "finished_at", "started_at", "created_at")
 _EXTRA_KEYS = ("mean_reward", "episode_length", "status", "SPS", "agent_steps")
 
@@ -115,7 +115,7 @@ def named_metrics(raw: Mapping[str, Any]) -> dict:
     """
     fields: dict[str, Any] = {
         name: _finite(raw.get(NAMED_FROM_RAW[name]))
-        for name in (*_HEADLINE, "mean_reward", "episode_length")
+        for name in (*OBJECTIVES, "mean_reward", "episode_length")
     }
     extended: dict[str, Any] = {name: _finite(raw.get(NAMED_FROM_RAW[name])) for name in _EXTENDED}
     extended["SPS"] = _finite(raw.get("SPS"))
@@ -254,6 +254,31 @@ def _run_file(folder: Path) -> Path:
     return max(logs, key=lambda p: (p.stat().st_mtime, p.name))
 
 
+def _target_file(given: Path) -> Path:
+    """The file to read for ``given``: the run file of a folder, or the file itself."""
+    try:
+        if given.is_dir():
+            return _run_file(given)
+        if given.exists():
+            return given
+    except OSError as exc:
+        raise UserError(f"cannot read {given}: {exc.strerror or exc}") from None
+    raise UserError(f"run not found: {given}")
+
+
+def _json_or_none(text: str, target: Path) -> Any:
+    """The JSON value of ``text``; None for a log. A ``.json`` file must hold an object."""
+    try:
+        data: Any = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        if target.suffix == ".json":
+            raise UserError(f"not valid JSON: {target}: {str(exc).splitlines()[0]}") from None
+        return None
+    if data is not None and not isinstance(data, dict) and target.suffix == ".json":
+        raise UserError(f"expected a JSON object at the top level, not {type(data).__name__}: {target}")
+    return data
+
+
 def read_run(path: str | Path) -> RunMetrics:
     """Read one run's rule inputs from a run folder, a summary, a metrics object or a log.
 
@@ -266,26 +291,9 @@ def read_run(path: str | Path) -> RunMetrics:
             naming the path).
     """
     given = Path(path)
-    try:
-        if given.is_dir():
-            target = _run_file(given)
-        elif given.exists():
-            target = given
-        else:
-            raise UserError(f"run not found: {given}")
-    except OSError as exc:
-        raise UserError(f"cannot read {given}: {exc.strerror or exc}") from None
+    target = _target_file(given)
     text = _read_text(target)
-
-    try:
-        data: Any = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        if target.suffix == ".json":
-            raise UserError(f"not valid JSON: {target}: {str(exc).splitlines()[0]}") from None
-        data = None
-    if data is not None and not isinstance(data, dict) and target.suffix == ".json":
-        raise UserError(f"expected a JSON object at the top level, not {type(data).__name__}: {target}")
-
+    data = _json_or_none(text, target)
     existing: dict | None = None
     stamp: str | None = None
     run_id: str | None = None
@@ -372,14 +380,14 @@ def run_history(runs: Sequence[RunMetrics]) -> list[dict]:
     previous: dict[str, Any] | None = None
     for run in runs:
         ours = behavior.analyze(run.inputs)
-        values = {name: _finite(run.inputs.get(name)) for name in _HEADLINE}
+        values = {name: _finite(run.inputs.get(name)) for name in OBJECTIVES}
         delta = {
             name: (
                 round((values[name] - previous[name]) * 100, 4)
                 if previous and values[name] is not None and previous[name] is not None
                 else None
             )
-            for name in _HEADLINE
+            for name in OBJECTIVES
         }
         rows.append({
             "run_id": run.run_id,

@@ -2,11 +2,13 @@
 
 ``validate`` reports every problem and changes nothing; ``clamp`` repairs any JSON-like
 proposal so that it validates. Both read one table, :data:`SPECS`; the pydantic models
-that check types and ranges are generated from it.
+that check types and ranges are generated from it. Overrides merge into a configuration
+with :func:`merge`, and :func:`derive_batch_sizes` gives the sizes the topology implies.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -15,9 +17,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from drex_opt.config import DERIVED, TOPOLOGY, derive_batch_sizes, merge
-
 Kind = Literal["float", "int", "bool", "choice", "checkpoint"]
+
+# The factors of train.batch_size, in the brief's order.
+TOPOLOGY = (("env", "num_envs"), ("env", "num_drones"), ("vec", "num_envs"), ("train", "bptt_horizon"))
+DERIVED = ("batch_size", "minibatch_size", "max_minibatch_size")
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,46 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}"
+
+
+# ---------------------------------------------------------------- merging and derived sizes
+def merge(base: dict, overrides: dict) -> dict:
+    """Deep-merge ``overrides`` into ``base`` section by section; neither is mutated.
+
+    A section present in both as objects is merged key by key; anything else in
+    ``overrides`` (a new section, a non-object value) replaces what ``base`` had.
+    """
+    merged = copy.deepcopy(base)
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(copy.deepcopy(values))
+        else:
+            merged[section] = copy.deepcopy(values)
+    return merged
+
+
+def _count(cfg: dict, section: str, key: str) -> int | None:
+    """A positive integer factor of the batch size, or None when missing or malformed."""
+    values = cfg.get(section)
+    value = values.get(key) if isinstance(values, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None
+    return value
+
+
+def derive_batch_sizes(cfg: dict) -> dict:
+    """``{"batch_size": n, "minibatch_size": n, "max_minibatch_size": n}`` for ``cfg``.
+
+    ``n = env.num_envs × env.num_drones × vec.num_envs × train.bptt_horizon``.
+    Returns ``{}`` when a factor is missing or not a positive integer (nothing to derive).
+    """
+    size = 1
+    for section, key in TOPOLOGY:
+        factor = _count(cfg, section, key)
+        if factor is None:
+            return {}
+        size *= factor
+    return {name: size for name in DERIVED}
 
 
 # ---------------------------------------------------------------- generated models
@@ -305,7 +349,7 @@ def clamp(overrides: Any, baseline: dict, cores: int | None = None) -> tuple[dic
 
     Args:
         overrides: the proposal; never mutated.
-        baseline: a valid full config (as :func:`drex_opt.config.load_baseline` returns).
+        baseline: a valid full config (as :func:`drex_opt.rules.config.load_baseline` returns).
         cores: the CPU count to respect instead of ``os.cpu_count()``.
 
     Returns:

@@ -9,18 +9,27 @@ leaves the previous ``next_config.json`` as it was.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drex_opt.errors import UserError
+from optuna.trial import TrialState
 
-PICKS = ("e2e", "delivery", "grip", "balanced")
+from drex_opt import notes as notes_mod
+from drex_opt.errors import UserError
+from drex_opt.jsonio import write_json_atomic
+from drex_opt.rules import config, safety
+from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, OBJECTIVES, RANKINGS, rank_key, trial_means
+from drex_opt.search import storage as storage_mod
+from drex_opt.search.importance import importances
+
+PICKS = (*RANKINGS, "balanced")
 DEFAULT_OUT = Path("autopilot/proposals/next_config.json")
 # The trial's budget and seed belong to the study's experiment; the next run's length
 # comes from the autopilot mode (its baseline) unless the user sets it in the proposal.
 STUDY_ONLY_KEYS = (("train", "total_timesteps"), ("train", "seed"))
-_ORDER = {"e2e": (2, 1, 0), "delivery": (1, 2, 0), "grip": (0, 1, 2)}
-_LABEL = ("grip", "delivery", "end-to-end")
+# How many of the most important parameters the lab note names.
+NOTE_IMPORTANCES = 3
 
 
 @dataclass
@@ -40,35 +49,11 @@ class ExportResult:
         return {k: v for k, v in self.__dict__.items() if k != "info"}
 
 
-def load_study(study_name: str | None, storage_url: str):
-    """The study by name; without a name, the storage's only study."""
-    import optuna
-
-    from drex_opt import storage as storage_mod
-
-    storage = storage_mod.open_storage(storage_url)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
-    if study_name is None:
-        if len(names) != 1:
-            listing = ", ".join(names) if names else "none"
-            raise UserError(f"give --study-name; studies in {storage_mod.redact(storage_url)}: {listing}")
-        study_name = names[0]
-    if study_name not in names:
-        raise UserError(f"no study {study_name!r} in {storage_mod.redact(storage_url)}; "
-                        f"studies: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study_name, storage=storage)
-
-
 def pick_trial(study, pick: str):
     """The Pareto trial for ``pick`` and a one-line explanation."""
-    from drex_opt.study import trial_means
-
     if pick not in PICKS:
         raise UserError(f"unknown --pick {pick!r}; choose one of {', '.join(PICKS)}")
-    try:
-        front = study.best_trials
-    except Exception:  # noqa: BLE001 - optuna raises when no trial completed
-        front = []
+    front = study.best_trials
     if not front:
         raise UserError(f"study {study.study_name!r} has no completed trial to export")
     means = {t.number: trial_means(study, t) for t in front}
@@ -78,9 +63,9 @@ def pick_trial(study, pick: str):
         why = (f"closest on the Pareto front ({len(front)} trials) to the ideal point "
                f"(grip {ideal[0]:.1%}, delivery {ideal[1]:.1%}, end-to-end {ideal[2]:.1%})")
     else:
-        order = _ORDER[pick]
-        chosen = max(front, key=lambda t: (tuple(means[t.number][i] for i in order), -t.number))
-        why = (f"best {_LABEL[order[0]]}, then {_LABEL[order[1]]}, then {_LABEL[order[2]]} "
+        order = RANKINGS[pick]
+        chosen = max(front, key=lambda t: (rank_key(means[t.number], order), -t.number))
+        why = (f"best {LABELS[order[0]]}, then {LABELS[order[1]]}, then {LABELS[order[2]]} "
                f"on the Pareto front ({len(front)} trials)")
     m = means[chosen.number]
     rep = study.user_attrs.get(f"repeats:{chosen.number}")
@@ -98,16 +83,14 @@ def proposal_for(trial, study_baseline: dict, target_baseline: dict) -> dict:
     Only the brief's keys; the study's per-trial budget and seed are left out; the derived
     batch sizes are always included. Raises UserError if the result does not validate.
     """
-    from drex_opt import config, safety
-
     used = trial.user_attrs.get("overrides")
     if not isinstance(used, dict):
         raise UserError(f"trial {trial.number} records no configuration (overrides); was it run by drex-opt?")
-    effective = config.merge(study_baseline, used)
+    effective = safety.merge(study_baseline, used)
     for section, key in STUDY_ONLY_KEYS:
         effective[section][key] = target_baseline[section][key]
     relative = safety.overrides_relative(effective, target_baseline)
-    sizes = config.derive_batch_sizes(config.merge(target_baseline, relative))
+    sizes = safety.derive_batch_sizes(safety.merge(target_baseline, relative))
     relative.setdefault("train", {}).update(sizes)
     problems = safety.validate(relative, target_baseline)
     if problems:
@@ -115,37 +98,42 @@ def proposal_for(trial, study_baseline: dict, target_baseline: dict) -> dict:
     return relative
 
 
-def _importances(study, objective: int = 2) -> list[tuple[str, float]]:
-    """Top parameters for one objective (fANOVA: direction-free); empty when the completed
-    trials are too few or all scored the same (importances would be noise)."""
-    import warnings
-
-    import optuna
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(done) < 3 or len({round(t.values[objective], 6) for t in done}) < 2:
-        return []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ranked = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                target=lambda t: t.values[objective])
-    except Exception:  # noqa: BLE001 - one param, dynamic spaces...
-        return []
-    return [(name.split(".", 1)[-1], float(v)) for name, v in list(ranked.items())[:3] if math.isfinite(v)]
+def _top_importances(study) -> list[tuple[str, float]]:
+    """The parameters that mattered most for end-to-end success (none when not computed)."""
+    found = importances(study)[0].get(OBJECTIVES[2], {})
+    ranked = sorted(found.items(), key=lambda kv: kv[1], reverse=True)[:NOTE_IMPORTANCES]
+    return [(name.split(".", 1)[-1], value) for name, value in ranked]
 
 
 def _baseline_trial(study):
-    from optuna.trial import TrialState
-
-    from drex_opt.study import BASELINE_ROLE
-
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if t.user_attrs.get("role") == BASELINE_ROLE:
             return t
     return None
+
+
+def _versus_baseline(study, chosen) -> str | None:
+    """How the winner compares with the study's baseline trial, in points per objective."""
+    base_trial = _baseline_trial(study)
+    if base_trial is None:
+        return None
+    if base_trial.number == chosen.number:
+        return "the baseline itself is the best trial: no change beats it at this budget"
+    m, b = trial_means(study, chosen), trial_means(study, base_trial)
+    return (f"trial {base_trial.number} had grip {b[0]:.1%}, delivery {b[1]:.1%}, end-to-end {b[2]:.1%}; "
+            f"the winner is {100 * (m[2] - b[2]):+.1f} pts end-to-end, {100 * (m[1] - b[1]):+.1f} pts "
+            f"delivery, {100 * (m[0] - b[0]):+.1f} pts grip")
+
+
+def _changes(chosen, study_baseline: dict) -> list[str]:
+    """``key before -> after`` for each searched value that differs from the baseline."""
+    changes = []
+    for name, value in chosen.params.items():
+        section, key = name.split(".")
+        before = study_baseline.get(section, {}).get(key)
+        if before != value:
+            changes.append(f"{key} {before} -> {value:.4g}" if isinstance(value, float) else f"{key} {before} -> {value}")
+    return changes
 
 
 def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Path = DEFAULT_OUT,
@@ -159,37 +147,15 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
             when it was started ``--from-run``, else ``notes.txt`` next to ``out``'s
             autopilot folder).
     """
-    from drex_opt import config, notes as notes_mod
-    from drex_opt.jsonio import write_json_atomic
-    from drex_opt.study import OBJECTIVES, trial_means
-
-    study = load_study(study_name, storage_url)
+    study, _ = storage_mod.load_existing_study(storage_url, study_name)
     chosen, explanation = pick_trial(study, pick)
     attrs = study.user_attrs
     path = attrs.get("baseline_path")
     study_baseline = config.load_baseline(path if path and Path(path).is_file() else attrs.get("baseline") or "quick")
     target = config.load_baseline(baseline) if baseline else study_baseline
     proposal = proposal_for(chosen, study_baseline, target)
-
     means = trial_means(study, chosen)
-    base_trial = _baseline_trial(study)
-    versus = None
-    if base_trial is not None and base_trial.number != chosen.number:
-        b = trial_means(study, base_trial)
-        versus = (f"trial {base_trial.number} had grip {b[0]:.1%}, delivery {b[1]:.1%}, end-to-end {b[2]:.1%}; "
-                  f"the winner is {100 * (means[2] - b[2]):+.1f} pts end-to-end, {100 * (means[1] - b[1]):+.1f} pts "
-                  f"delivery, {100 * (means[0] - b[0]):+.1f} pts grip")
-    elif base_trial is not None:
-        versus = "the baseline itself is the best trial: no change beats it at this budget"
-    changes = []
-    for name, value in chosen.params.items():
-        section, key = name.split(".")
-        before = study_baseline.get(section, {}).get(key)
-        if before != value:
-            changes.append(f"{key} {before} -> {value:.4g}" if isinstance(value, float) else f"{key} {before} -> {value}")
-    states: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        states[t.state.name] = states.get(t.state.name, 0) + 1
+    states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
     default_next = (f"train the next run with {out} (drex-opt autopilot); if end-to-end stays low, run "
                     f"drex-opt study --from-run on that run to follow its new focus")
     info = {
@@ -198,8 +164,9 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
         "theory": attrs.get("theory"), "analysis": attrs.get("analysis"),
         "trials": len(study.trials), "timesteps": attrs.get("timesteps") or 0,
         "baseline": attrs.get("baseline_label") or attrs.get("baseline"), "states": states,
-        "explanation": explanation, "versus_baseline": versus, "importances": _importances(study),
-        "changes": changes, "next_step": next_step or default_next,
+        "explanation": explanation, "versus_baseline": _versus_baseline(study, chosen),
+        "importances": _top_importances(study), "changes": _changes(chosen, study_baseline),
+        "next_step": next_step or default_next,
     }
     notes_path = None
     if not dry_run:

@@ -14,8 +14,8 @@ from typing import Any
 
 import typer
 
-from drex_opt.behavior import INPUTS
-from drex_opt.metrics import NAMED_FROM_RAW, RunMetrics
+from drex_opt.rules.behavior import INPUTS
+from drex_opt.run.metrics import NAMED_FROM_RAW, RunMetrics
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "ok": "bold green"}
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import typer
 
 from drex_opt.jsonio import dumps
-from drex_opt.safety import Review
-from drex_opt.spaces import ParamSpec, SearchSpace
+from drex_opt.rules.safety import Review
+from drex_opt.search.spaces import ParamSpec, SearchSpace
 
 
 def _console():

@@ -1,7 +1,7 @@
 """Child-process entry point: one real PufferLib (PuffeRL) training run.
 
-Run as ``python -m drex_opt.train --config CONFIG --run-dir DIR [--env NAME]``. The
-parent (:mod:`drex_opt.runner`) reads stdout line by line: lines starting with
+Run as ``python -m drex_opt.run.train --config CONFIG --run-dir DIR [--env NAME]``. The
+parent (:mod:`drex_opt.run.runner`) reads stdout line by line: lines starting with
 :data:`EVENT_PREFIX` are JSON events (``start``, ``progress``, ``final``, ``error``),
 everything else is plain log text. The parent writes ``summary.json``; this process only
 trains, reports and saves the checkpoint, so a crash here can never leave a half-written

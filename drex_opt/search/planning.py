@@ -1,0 +1,177 @@
+"""Planning a study: the user's options checked and resolved into a plan; nothing runs.
+
+Focus (given, or read from a run's behavioural analysis) → search space and budget →
+storage, name, seed and per-trial limits. Everything is validated here, so a bad option,
+file or storage stops the command before any training starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+from drex_opt.errors import UserError
+from drex_opt.rules import behavior, config
+from drex_opt.rules.objectives import best_trial
+from drex_opt.run import metrics, runner
+from drex_opt.search import spaces
+from drex_opt.search import storage as storage_mod
+
+# Per-trial kill switch when none is given: generous start-up plus a floor of 5k steps/s.
+TRIAL_TIMEOUT_BASE_S = 120.0
+TRIAL_TIMEOUT_MIN_SPS = 5_000.0
+QUICK_MAX_TIMESTEPS = 5_000_000  # a baseline file at or below this uses the quick budgets
+
+
+@dataclass
+class StudySettings:
+    """What the user asked for (command-line options); :func:`plan` checks it."""
+
+    focus: str | None = None
+    from_run: Path | None = None
+    baseline: str = "quick"
+    env: str = "drone_pp"
+    storage: str | None = None
+    study_name: str | None = None
+    trials: int | None = None
+    timeout: float | None = None
+    timesteps: int | None = None
+    seed: int | None = None
+    jobs: int = 1
+    repeats: int | None = None
+    trial_timeout: float | None = None
+    early_stopping: bool = True
+    studies_dir: Path = Path("studies")
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class StudyPlan:
+    """A validated study, ready to run."""
+
+    focus: str
+    severity: str | None
+    insights: list[str]
+    from_run: Path | None
+    space: spaces.SearchSpace
+    space_focus: str  # the focus whose parameters are searched (differs for "continue")
+    baseline_name: str
+    baseline: dict
+    study_name: str
+    storage_url: str
+    env: str
+    timesteps: int
+    trials: int
+    startup_trials: int
+    repeats: int
+    seed: int
+    jobs: int
+    timeout: float | None
+    trial_timeout: float
+    early_stopping: bool
+    studies_dir: Path
+    command: list[str]
+    storage: optuna.storages.BaseStorage | None = None  # opened while planning, to fail early
+
+    def threads_per_trial(self) -> int:
+        return max(1, (os.cpu_count() or 1) // self.jobs)
+
+
+def baseline_label(baseline: str, cfg: dict) -> tuple[str, str]:
+    """(label for the study name, budget name quick|full)."""
+    if baseline in ("quick", "full"):
+        return baseline, baseline
+    budget = "quick" if cfg["train"]["total_timesteps"] <= QUICK_MAX_TIMESTEPS else "full"
+    path = Path(baseline)
+    # A run folder's config.json is named after its run (as the autopilot's studies use it).
+    return (f"run-{path.parent.name}" if path.name == "config.json" else path.stem), budget
+
+
+def plan(settings: StudySettings) -> StudyPlan:
+    """Resolve focus, space, budget, storage and name; validate everything, run nothing.
+
+    Raises:
+        UserError: any bad option, file or storage.
+    """
+    if (settings.focus is None) == (settings.from_run is None):
+        raise UserError("give exactly one of --focus FOCUS or --from-run DIR")
+    severity, insights = None, []
+    focus = settings.focus
+    if settings.from_run is not None:
+        run = metrics.read_run(settings.from_run)
+        analysis = behavior.analyze(run.inputs)
+        focus, severity, insights = analysis["next_focus"], analysis["severity"], analysis["insights"]
+    if focus not in spaces.FOCI:
+        raise UserError(f"unknown focus {focus!r}; valid foci: {', '.join(spaces.FOCI)}")
+    for name, value, low in (("--trials", settings.trials, 1), ("--timesteps", settings.timesteps, 1000),
+                             ("--jobs", settings.jobs, 1), ("--repeats", settings.repeats, 0)):
+        if value is not None and value < low:
+            raise UserError(f"{name} must be at least {low}, got {value}")
+    for name, value in (("--timeout", settings.timeout), ("--trial-timeout", settings.trial_timeout)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{name} must be a positive number of seconds, got {value}")
+    if settings.timesteps is not None and settings.timesteps > 1_000_000_000:
+        raise UserError(f"--timesteps {settings.timesteps} is above the maximum 1000000000")
+    runner.check_env_name(settings.env)
+    baseline = config.load_baseline(settings.baseline)
+    label, budget_name = baseline_label(settings.baseline, baseline)
+    url = storage_mod.storage_url(settings.storage)
+    storage = storage_mod.open_storage(url)
+    study_name = settings.study_name or default_study_name(focus, label, settings.env)
+
+    space = spaces.load(focus)
+    space_focus = focus
+    # The budget is the focus's own, read before "continue" borrows another focus's params.
+    budget = space.budget_for(budget_name, severity)
+    if space.inherit:
+        space, space_focus = _continue_space(storage, label, settings.env, baseline)
+    seed = settings.seed if settings.seed is not None else int(baseline["train"]["seed"])
+    if not 0 <= seed <= 2_147_483_647:
+        raise UserError(f"--seed {seed} is outside 0..2147483647")
+    timesteps = settings.timesteps or budget.timesteps
+    return StudyPlan(
+        focus=focus, severity=severity, insights=insights, space=space, space_focus=space_focus,
+        from_run=None if settings.from_run is None else Path(settings.from_run).resolve(),
+        baseline_name=settings.baseline, baseline=baseline, study_name=study_name, storage_url=url,
+        env=settings.env, timesteps=timesteps, trials=settings.trials or budget.trials,
+        startup_trials=budget.startup_trials,
+        repeats=budget.repeats if settings.repeats is None else settings.repeats, seed=seed,
+        jobs=settings.jobs, timeout=settings.timeout,
+        trial_timeout=settings.trial_timeout or TRIAL_TIMEOUT_BASE_S + timesteps / TRIAL_TIMEOUT_MIN_SPS,
+        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir), command=settings.command,
+        storage=storage,
+    )
+
+
+def default_study_name(focus: str, baseline_label: str, env: str) -> str:
+    """Stable per (focus, baseline, env): the same command resumes the same study."""
+    name = f"drex-{focus}-{baseline_label}"
+    return name if env == "drone_pp" else f"{name}-{env}"
+
+
+def _continue_space(storage, label: str, env: str, baseline: dict):
+    """``continue``: the most recent other focus's space, narrowed around its best trial.
+
+    Without such a study (a first run that already looks fine), the broadest space,
+    ``optimize_performance``, narrowed around the baseline itself: small moves from the
+    best configuration known, which is the baseline.
+    """
+    candidates = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        attrs = summary.user_attrs
+        if attrs.get("drex_opt") and attrs.get("focus") not in (None, "continue") \
+                and attrs.get("baseline_label") == label and attrs.get("env") == env:
+            candidates.append((str(summary.datetime_start or ""), summary.study_name, attrs["focus"]))
+    candidates.sort()
+    for _, name, focus in reversed(candidates):
+        study = optuna.load_study(study_name=name, storage=storage)
+        best = best_trial(study)
+        if best is not None:
+            center = best.user_attrs.get("overrides") or {}
+            return spaces.narrow(spaces.load(focus), center), focus
+    return spaces.narrow(spaces.load("optimize_performance"), baseline), "optimize_performance"
