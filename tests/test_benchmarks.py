@@ -194,3 +194,148 @@ def test_ladder_counts_steps_to_fixed_levels_and_judges_them():
     lines = se.ladder_verdict(lad)
     assert "vs random" in lines[0] and "at least 2x fewer at 50%" in lines[0] and "NOT at 5%" in lines[0]
     assert "NOT at" not in lines[1] and "5%" in lines[1]
+
+
+# ---------------------------------------------------------------- search efficiency: accounting
+def _frozen(number: int, state: str, steps: int | None, reason: str | None = None, values=None):
+    """An Optuna trial as drex-opt's study stores it (user attributes as ``TrialRunner`` sets them)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    attrs = {"overrides": {"train": {"learning_rate": 1e-3}}}
+    if steps is not None:  # set once training returned: a trial killed mid-run has none
+        attrs.update(status="completed" if state == "COMPLETE" else "failed", agent_steps=steps, wall_time_s=3.0)
+    if reason:
+        attrs["prune_reason" if state == "PRUNED" else "fail_reason"] = reason
+    st = TrialState[state]
+    trial = optuna.trial.create_trial(
+        state=st, values=values if st == TrialState.COMPLETE else None, user_attrs=attrs,
+        params={"train.learning_rate": 1e-3}, distributions={"train.learning_rate": FloatDistribution(1e-4, 1e-2)})
+    trial.number = number
+    return trial
+
+
+def test_a_resumed_drex_study_counts_real_trials_only():
+    # Trial 2 was running when the benchmark was killed: on resume the study engine fails it
+    # ("worker process gone", no agent steps). Trial 4 was stopped by Ctrl-C (partial steps).
+    # Trial 5 failed on its own (NaN weights) and counts with the steps it consumed.
+    done = (0.5, 0.2, 0.1)
+    stored = [_frozen(0, "COMPLETE", 311_296, values=done), _frozen(1, "PRUNED", 163_840, "grip below median"),
+              _frozen(2, "FAIL", None, "worker process gone (killed or crashed)"),
+              _frozen(3, "COMPLETE", 301_056, values=done), _frozen(4, "FAIL", 120_000, "interrupted"),
+              _frozen(5, "FAIL", 77_868, "failed: policy weights became NaN/inf"),
+              _frozen(6, "COMPLETE", 303_104, values=done), _frozen(7, "COMPLETE", 301_056, values=done)]
+    records = [se.drex_record(t, t.number < 6, "drex.db") for t in stored]
+    assert records[2]["agent_steps"] == 0 and se.killed(records[2]) and se.killed(records[4])
+    assert not any(se.killed(r) for r in records if r["number"] not in (2, 4))
+
+    # Before the resume (trials 0-5 stored, 6 trials wanted): 4 are real, so 2 new trials run
+    # (counting every finished state would have run 0 and kept two killed ones).
+    assert se.trials_missing(records[:6], 6) == 2
+    counted = se.counted_trials(records, 6)
+    # The killed trials neither take the place of the real trials 6 and 7 nor count twice.
+    assert [r["number"] for r in counted] == [0, 1, 3, 5, 6, 7]
+    assert sum(r["agent_steps"] for r in counted) == 311_296 + 163_840 + 301_056 + 77_868 + 303_104 + 301_056
+    assert [r["resumed"] for r in counted] == [True, True, True, True, False, False]
+    assert counted[0]["reused_from"]["study"] == "drex.db" and counted[0]["end_to_end_success"] == 0.1
+    assert se.trials_missing(records, 6) == 0
+
+
+def test_finished_run_trains_an_interrupted_run_again(tmp_path):
+    cfg = {"train": {"total_timesteps": 1000, "seed": 1}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    summary = {"status": "failed", "error": "interrupted", "agent_steps": 400, "timestamp": "t"}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert se.finished_run(tmp_path, cfg) is None  # killed with the benchmark: not a trial outcome
+    summary.update(status="timeout", error="killed after the 300 s timeout")
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert se.finished_run(tmp_path, cfg)["agent_steps"] == 400  # the configuration's own failure: reused
+    assert se.finished_run(tmp_path, {"train": {"total_timesteps": 2000, "seed": 1}}) is None
+
+
+def test_the_baseline_state_run_is_charged_to_drex_opt_only():
+    runs = {"drex-opt": {1: _records([0.0, 0.6])}, "random": {1: _records([0.0, 0.55])}}
+    state = {"steps": 1_000, "wall_time_s": 5.0}
+    charged = se.baseline_state_charge(state, runs)
+    assert charged == {"drex-opt": {"agent_steps": 1_000.0, "wall_time_s": 5.0}}
+    before, after = se.summarize(runs), se.summarize(runs, charged)
+    e2e = after["objectives"]["end_to_end_success"]["methods"]
+    assert before["objectives"]["end_to_end_success"]["methods"]["drex-opt"]["steps_to_target"] == [200]
+    assert e2e["drex-opt"]["steps_to_target"] == [1_200] and e2e["random"]["steps_to_target"] == [200]
+    assert e2e["drex-opt"]["wall_s_to_target"] == [7.0]
+    assert after["spent"] == {"drex-opt": [1_200], "random": [200]}
+    assert after["charged"] == {"drex-opt": 1_000.0, "random": 0.0}
+    assert after["ladder"]["drex-opt"]["0.5"]["median"] == 1_200
+    assert after["ladder"]["random"]["0.5"]["median"] == 200
+
+
+def test_reuse_is_opt_in_and_stated_per_method_and_seed(tmp_path):
+    work = tmp_path / "work"
+    assert se.prepare_work(work, False, {"command": "first"}) == []
+    with pytest.raises(SystemExit, match="--resume"):
+        se.prepare_work(work, False, {"command": "second"})
+    assert se.prepare_work(work, True, {"command": "third"}) == [{"command": "first"}]
+    with pytest.raises(SystemExit):
+        se.parse_args(["--resume"])  # nothing to resume from
+
+    recs = _records([0.0, 0.1, 0.2, 0.3])
+    for r in recs[:3]:
+        r.update(resumed=True, reused_from={"run_dir": str(work / "random-s1" / f"trial-{r['number']}"),
+                                            "trained_at": f"2026-01-0{r['number'] + 1}T00:00:00+00:00"})
+    recs[3]["resumed"] = False
+    tpe = [{**recs[0], "shared_with": "random"}, {**_records([0.0])[0], "resumed": False}]
+    runs = {"random": {1: recs}, "tpe": {1: tpe}}
+    table = se.reuse_summary(runs)
+    assert table["random"]["1"] == {"trials": 4, "reused": 3, "trained_now": 1, "unknown": 0, "shared": 0,
+                                    "trained_at": ["2026-01-01T00:00:00+00:00", "2026-01-03T00:00:00+00:00"],
+                                    "sources": [str(work / "random-s1")]}
+    assert table["tpe"]["1"]["reused"] == 1 and table["tpe"]["1"]["shared"] == 1
+    # An older result without the flag: trained now when it ran in a fresh temporary folder.
+    assert se.reuse_summary({"random": {1: _records([0.0])}}, work_given=False)["random"]["1"]["trained_now"] == 1
+
+    summary = se.summarize(runs)
+    settings = {"quick": True, "seeds": [1], "trials": 4, "timesteps": 100, "trial_timeout": 1.0,
+                "space_focus": "improve_grip", "wall_time_min": 0.1, "reuse": {"work": str(work)}}
+    state = {"steps": 1000, "seed": 1, "grip_success": 0.1, "delivery_success": 0.0, "end_to_end_success": 0.0,
+             "focus": "improve_grip", "severity": "ok", "insights": ["grip failing"]}
+    info = {"date": "d", "cpu": "c", "cores": 2, "platform": "p", "python": "3", "versions": {}, "command": "cmd"}
+    md = se.markdown(info, settings, state, se.whole_space(cores=2), summary, runs, "x")
+    assert "**4 of the 6 counted trials were not trained by the invocation that wrote this result**" in md
+    assert (f"| random | 1 | 4 | 3 | 1 | - | 2026-01-01T00:00:00+00:00 – 2026-01-03T00:00:00+00:00 | "
+            f"`{work / 'random-s1'}` |") in md
+
+
+def test_recompute_of_an_earlier_result_keeps_the_old_numbers_beside_the_new(tmp_path):
+    def recs(*values):
+        return [{**r, "resumed": i < 1} for i, r in enumerate(_records(list(values), steps=100_000))]
+
+    data = {"machine": {"date": "2026-11-26T17:28:35+00:00", "cpu": "c", "cores": 2, "platform": "p", "python": "3",
+                        "versions": {}, "command": "python search_efficiency.py --work /tmp/w"},
+            "settings": {"quick": False, "seeds": [1], "trials": 3, "timesteps": 100, "trial_timeout": 1.0,
+                         "space_focus": "fix_grip_activation", "wall_time_min": 30.0},
+            "baseline_state": {"steps": 1_000_000, "seed": 1, "wall_time_s": 5.0, "grip_success": 0.1,
+                               "delivery_success": 0.0, "end_to_end_success": 0.0, "focus": "fix_grip_activation",
+                               "severity": "ok", "insights": ["i"]},
+            "whole_space": [{"key": "train.gamma", "kind": "float", "low": 0.0, "high": 1.0, "log": False,
+                             "choices": []}],
+            "runs": {"drex-opt": {"1": recs(0.0, 0.9, None)}, "random": {"1": recs(0.0, 0.0, 0.0)}}}
+    path = tmp_path / "search_efficiency.json"
+    path.write_text(json.dumps(data))
+    with contextlib.redirect_stdout(io.StringIO()):
+        se.recompute(path)
+    out = json.loads(path.read_text())
+    old = out["summary_previous_accounting"]["objectives"]["end_to_end_success"]["methods"]["drex-opt"]
+    new = out["summary"]["objectives"]["end_to_end_success"]["methods"]["drex-opt"]
+    assert old["steps_to_target"] == [200_000] and new["steps_to_target"] == [1_200_000]
+    assert out["summary"]["spent"]["drex-opt"] == [1_300_000] and out["summary"]["spent"]["random"] == [300_000]
+    assert out["reuse"]["drex-opt"]["1"]["reused"] == 1 and out["settings"]["reuse"]["work"] == "/tmp/w"
+    md = (tmp_path / "search_efficiency.md").read_text()
+    assert "| drex-opt | 90.0% | 1.20M (was 0.20M) | 1/1 |" in md
+    assert "| random | 0.30M | - |" in md  # only changed figures carry a "was"
+    assert "| drex-opt | 1.30M (was 0.30M) | 1.00M |" in md
+    assert "ended before this invocation started (about 2026-11-26T16:58+00:00)" in md
+    assert (tmp_path / "search_efficiency.png").exists()
+    with contextlib.redirect_stdout(io.StringIO()):
+        se.recompute(path)  # idempotent: the earlier accounting is kept, not replaced by the new one
+    assert json.loads(path.read_text())["summary_previous_accounting"]["spent"]["drex-opt"] == [300_000]

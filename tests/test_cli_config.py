@@ -33,12 +33,37 @@ def run(*args: str):
 
 # ---------------------------------------------------------------- validate
 def test_valid_proposal_prints_overrides_with_derived_sizes(tmp_path):
-    result = run("validate", proposal(tmp_path, {"env": {"num_drones": 2}}))
+    result = run("validate", proposal(tmp_path, {"train": {"gamma": 0.98}}))
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
-    expected = QUICK["env"]["num_envs"] * 2 * QUICK["vec"]["num_envs"] * QUICK["train"]["bptt_horizon"]
-    assert printed == {"env": {"num_drones": 2}, "train": {name: expected for name in config.DERIVED}}
+    expected = QUICK["env"]["num_envs"] * QUICK["env"]["num_drones"] * QUICK["vec"]["num_envs"] * QUICK["train"]["bptt_horizon"]
+    assert printed == {"train": {"gamma": 0.98, **{name: expected for name in config.DERIVED}}}
     assert "valid against the quick baseline" in result.stderr
+
+
+def test_a_topology_change_must_carry_its_batch_sizes(tmp_path):
+    """The brief: "Derive batch sizes from your proposal" — leaving them out is refused."""
+    expected = QUICK["env"]["num_envs"] * 2 * QUICK["vec"]["num_envs"] * QUICK["train"]["bptt_horizon"]
+    path = proposal(tmp_path, {"env": {"num_drones": 2}})
+    result = run("validate", path)
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("train.batch_size, train.minibatch_size, train.max_minibatch_size: missing")
+    assert "env.num_drones" in line and line.endswith(f"= {expected} (validate --clamp adds them)")
+
+    # with the sizes the same proposal is valid
+    sizes = {name: expected for name in config.DERIVED}
+    assert run("validate", proposal(tmp_path, {"env": {"num_drones": 2}, "train": sizes}, "sized.json")).exit_code == 0
+    # a change that keeps the product (twice the arenas, half the drones) needs none
+    same = {"env": {"num_drones": QUICK["env"]["num_drones"] // 2, "num_envs": QUICK["env"]["num_envs"] * 2}}
+    assert run("validate", proposal(tmp_path, same, "same.json")).exit_code == 0
+
+    # --clamp adds them (the problem it repaired is listed)
+    result = run("validate", path, "--clamp", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and data["overrides"]["train"] == sizes
+    assert [p.split(":")[0] for p in data["problems"]] == [", ".join(f"train.{n}" for n in config.DERIVED)]
 
 
 def test_empty_proposal_is_valid(tmp_path):

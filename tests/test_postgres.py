@@ -1,8 +1,13 @@
 """Several workers, one study: PostgreSQL (and MariaDB) servers, and a journal file.
 
-The server tests run against the servers of this machine (CI provides them) and skip,
-with the reason, where none answers. Every study gets a unique name and is deleted
-afterwards; the fresh-database tests create and drop their own database.
+The server tests run against the servers of this machine. Where none answers they skip,
+with the reason; under CI=true, where CI provides both servers, they fail instead. Every
+study gets a unique name and is deleted afterwards; the fresh-database tests create and
+drop their own database.
+
+Nothing here sleeps for a fixed time: each test polls for the state it needs (a trial
+running, an orphaned child gone, a heartbeat stale) and fails, naming that state, only
+after a generous upper bound.
 """
 
 from __future__ import annotations
@@ -13,24 +18,36 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from cli_helpers import cli_env, no_training_process, run_cli, start_cli, wait_for_running_trial
+from cli_helpers import (cli_env, in_ci, missing_service, missing_service_verdict, no_training_process, run_cli,
+                         start_cli, wait_for_running_trial, wait_until)
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MY_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+# Under CI a server may still be starting: wait this long for it to answer before failing.
+CI_SERVER_WAIT_S = 60
+
+
 def _down(connect) -> str | None:
-    try:
-        connect().close()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    return None
+    """None when the server answers, else why not (waiting up to CI_SERVER_WAIT_S under CI)."""
+    end = time.monotonic() + (CI_SERVER_WAIT_S if in_ci() else 0)
+    while True:
+        try:
+            connect().close()
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if time.monotonic() >= end:
+            return reason
+        time.sleep(2)
 
 
 def _pg():
@@ -48,38 +65,98 @@ def _my():
 
 PG_DOWN = _down(_pg)
 MY_DOWN = _down(_my)
-needs_pg = [pytest.mark.postgres, pytest.mark.skipif(PG_DOWN is not None,
-                                                     reason=f"no PostgreSQL at 127.0.0.1:5432 ({PG_DOWN})")]
-needs_my = pytest.mark.skipif(MY_DOWN is not None, reason=f"no MariaDB/MySQL at 127.0.0.1:3306 ({MY_DOWN})")
+# A test marked with a server's marker needs that server: see require_servers().
+SERVERS = {"postgres": ("PostgreSQL at 127.0.0.1:5432", PG_DOWN),
+           "mariadb": ("MariaDB/MySQL at 127.0.0.1:3306", MY_DOWN)}
+needs_pg = pytest.mark.postgres
+needs_my = pytest.mark.mariadb
 
 
+def require_server(service: str, down: str | None) -> None:
+    """Nothing when the server answered; else skip the test, or fail it under CI=true."""
+    if down is not None:
+        missing_service(service, f"no server answers ({down})")
 
 
+@pytest.fixture(autouse=True)
+def require_servers(request):
+    for marker, (service, down) in SERVERS.items():
+        if request.node.get_closest_marker(marker) is not None:
+            require_server(service, down)
 
 
+@pytest.mark.parametrize("ci", ["true", "", None, "false", "1"])
+def test_a_missing_server_fails_in_ci_and_skips_elsewhere(monkeypatch, ci):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci == "true" else pytest.skip.Exception
+    assert in_ci() is (ci == "true")
+    service = "PostgreSQL at 127.0.0.1:5432"
+    with pytest.raises(expected, match=r"PostgreSQL at 127\.0\.0\.1:5432.*connection refused"):
+        require_server(service, "OperationalError: connection refused")
+    require_server(service, None)  # a server that answered: neither skip nor fail
+    with pytest.raises(expected, match="scratch postgresql database"):
+        missing_service("a scratch postgresql database", "permission denied")
+
+
+def test_missing_service_verdict():
+    assert missing_service_verdict("MariaDB", "refused", ci=True) == (
+        "fail", "MariaDB is required when CI=true, but refused")
+    assert missing_service_verdict("MariaDB", "refused", ci=False) == ("skip", "MariaDB unavailable: refused")
+    assert in_ci({"CI": "true"}) and not in_ci({"CI": "false"}) and not in_ci({})
 
 
 def study_args(url: str, name: str, *extra: str) -> list[str]:
     return ["study", "--focus", "improve_grip", "--storage", url, "--study-name", name, *extra]
 
 
+# Upper bounds for a broken run only: every wait ends as soon as its state is reached.
+WORKER_EXIT_S = 900
+ORPHAN_STOP_S = 300
+RUNNING_TRIAL_S = 600
+
+
 def finish(procs: list) -> list[dict]:
+    """Wait for each worker to exit and return its JSON result; a hung worker fails and is killed."""
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err
-        results.append(json.loads(out))
+    try:
+        for proc in procs:
+            try:
+                out, err = proc.communicate(timeout=WORKER_EXIT_S)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"worker {proc.pid} did not exit within {WORKER_EXIT_S} s") from None
+            assert proc.returncode == 0, err
+            results.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     return results
 
 
-def wait_for_orphan(run_dir: str, deadline_s: float = 60) -> None:
+def wait_for_orphan(run_dir: str) -> None:
     """The killed worker's training child stops by itself; wait for it (it competes for CPUs)."""
-    end = time.time() + deadline_s
-    while time.time() < end:
-        if no_training_process(run_dir):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"training child of {run_dir} still running")
+    wait_until(lambda: no_training_process(run_dir), ORPHAN_STOP_S,
+               f"the orphaned training child of {run_dir} was still running {ORPHAN_STOP_S} s after its "
+               "worker was killed")
+
+
+def wait_for_stale_heartbeat(url: str, name: str, trial, grace: int) -> None:
+    """Wait until Optuna's own check finds ``trial``'s heartbeat older than ``grace`` s (server clock)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=grace)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+        # The query optuna.storages.fail_stale_trials makes before a worker starts a trial.
+        wait_until(lambda: trial._trial_id in storage._get_stale_trial_ids(study_id), grace + 120,
+                   f"trial {trial.number}'s heartbeat never became older than the {grace} s grace period "
+                   f"(checked for {grace + 120} s)")
+    finally:
+        storage.engine.dispose()
 
 
 def assert_one_study(trials: list, workers: int) -> None:
@@ -157,7 +234,7 @@ study_mod.open_study(plan)
 
 
 def _fresh_database(kind: str):
-    """(URL of a new empty database, function that drops it); skips without the privilege."""
+    """(URL of a new empty database, function that drops it); skips (fails under CI) without the privilege."""
     db = f"drex_test_{uuid.uuid4().hex[:10]}"
     try:
         conn = _pg() if kind == "postgresql" else _my()
@@ -166,7 +243,9 @@ def _fresh_database(kind: str):
         else:
             conn.cursor().execute(f"CREATE DATABASE {db}")
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"cannot create a scratch database: {exc}")
+        if "conn" in locals():
+            conn.close()
+        missing_service(f"a scratch {kind} database", f"it cannot be created: {exc}")
 
     def drop() -> None:
         if kind == "postgresql":
@@ -180,23 +259,34 @@ def _fresh_database(kind: str):
     return f"mysql+pymysql://root@127.0.0.1:3306/{db}", drop
 
 
+OPENERS_READY_S = 300
+
+
 @pytest.mark.parametrize("kind", [pytest.param("postgresql", marks=needs_pg), pytest.param("mariadb", marks=needs_my)])
 def test_workers_opening_a_fresh_database_at_once(tmp_path, kind):
     """Optuna's tables, the study and the baseline trial are each created exactly once."""
     url, drop = _fresh_database(kind)
     n = 5
     go = tmp_path / "go"
+    procs: list = []
     try:
         procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, "race", str(tmp_path / f"ready-{i}"),
                                    str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   cwd=tmp_path, env=cli_env()) for i in range(n)]
-        end = time.time() + 120
-        while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):
-            assert time.time() < end and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
-            time.sleep(0.05)
+
+        def all_ready() -> bool:
+            for proc in procs:
+                assert proc.poll() is None, f"an opener exited before the start signal: {proc.communicate()}"
+            return all((tmp_path / f"ready-{i}").exists() for i in range(n))
+
+        wait_until(all_ready, OPENERS_READY_S, f"not all {n} openers were ready after {OPENERS_READY_S} s")
         go.touch()
         for proc in procs:
-            _, err = proc.communicate(timeout=120)
+            try:
+                _, err = proc.communicate(timeout=OPENERS_READY_S)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"opener {proc.pid} had not opened the study {OPENERS_READY_S} s after "
+                                     "the start signal") from None
             assert proc.returncode == 0, err
         storage = optuna.storages.RDBStorage(url)
         try:
@@ -206,6 +296,10 @@ def test_workers_opening_a_fresh_database_at_once(tmp_path, kind):
         finally:
             storage.engine.dispose()
     finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         drop()
 
 
@@ -215,12 +309,15 @@ def _kill_mid_trial(tmp_path, url: str, name: str, env: dict):
     proc = start_cli(*study_args(url, name, "--timesteps", "20000000", "--trials", "1"), cwd=tmp_path, env=env)
     storage = optuna.storages.RDBStorage(url)
     try:
-        trial = wait_for_running_trial(storage, name, proc)
+        trial = wait_for_running_trial(storage, name, proc, deadline_s=RUNNING_TRIAL_S)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert optuna.load_study(study_name=name, storage=storage).trials[trial.number].state == TrialState.RUNNING
         wait_for_orphan(trial.user_attrs["run_dir"])
     finally:
+        if proc.poll() is None:  # the test failed before the kill
+            proc.kill()
+            proc.wait()
         storage.engine.dispose()
     return trial
 
@@ -261,7 +358,8 @@ def test_killed_worker_of_another_host_is_failed_and_retried_by_heartbeat(tmp_pa
         # As if the worker had run on another machine: this host cannot check its process.
         worker = dict(killed.user_attrs["worker"], host="other-host")
         storage.set_trial_user_attr(killed._trial_id, "worker", worker)
-        time.sleep(grace + 1)
+        # The next worker's heartbeat check must find the trial stale before it takes a trial.
+        wait_for_stale_heartbeat(PG_URL, name, killed, grace)
         proc = run_cli(*study_args(PG_URL, name, "--timesteps", "120000", "--trials", "1", "--json"), cwd=tmp_path,
                        env=env)
         assert proc.returncode == 0, proc.stderr

@@ -235,6 +235,25 @@ def test_any_worker_count_in_range_is_accepted_whatever_the_machine():
     assert messages(proposal) == []
 
 
+def test_required_sizes_only_where_the_proposal_changes_them():
+    def required(proposal):
+        return [str(p) for p in safety.validate(proposal, BASE, require_sizes=True)]
+
+    assert required({"train": {"gamma": 0.9}}) == []
+    assert required({"env": {"num_drones": 4}})[0].startswith(
+        "train.batch_size, train.minibatch_size, train.max_minibatch_size: missing: the proposal changes env.num_drones")
+    # one size given and right: the two others are still missing
+    found = required({"train": {"bptt_horizon": 64, "batch_size": SIZE * 2}})
+    assert found == [f"train.minibatch_size, train.max_minibatch_size: missing: the proposal changes "
+                     f"train.bptt_horizon, so they must be given as {safety._BATCH_FORMULA} = {SIZE * 2} "
+                     "(validate --clamp adds them)"]
+    # the same product from another topology keeps the baseline's sizes right
+    assert required({"env": {"num_drones": BASE["env"]["num_drones"] // 2,
+                             "num_envs": BASE["env"]["num_envs"] * 2}}) == []
+    # without a baseline nothing is known about the sizes the pipeline would keep
+    assert [str(p) for p in safety.validate({"env": {"num_drones": 4}}, None, require_sizes=True)] == []
+
+
 def test_batch_sizes_may_be_omitted_or_must_match():
     assert messages({"env": {"num_drones": 4}}) == []
     expected = SIZE // 4
@@ -426,8 +445,15 @@ def test_overrides_relative_number_types_and_new_keys():
 
 
 def test_review_results():
-    ok = safety.review({"env": {"num_drones": 2}}, BASE)
-    assert ok.valid and ok.problems == [] and ok.overrides["train"]["batch_size"] == SIZE // 8
+    ok = safety.review({"train": {"gamma": 0.98}}, BASE)
+    assert ok.valid and ok.problems == [] and ok.overrides["train"]["batch_size"] == SIZE
+    # a proposal is held to the brief: a topology change carries its derived sizes
+    sized = {"env": {"num_drones": 2}, "train": {name: SIZE // 8 for name in config.DERIVED}}
+    assert safety.review(sized, BASE).valid
+    unsized = safety.review({"env": {"num_drones": 2}}, BASE)
+    assert not unsized.valid and [p.split(":")[0] for p in unsized.problems] == [
+        "train.batch_size, train.minibatch_size, train.max_minibatch_size"]
+    assert str(SIZE // 8) in unsized.problems[0]
     bad = safety.review({"train": {"gamma": 1.5}}, BASE)
     assert not bad.valid and bad.problems == ["train.gamma: 1.5 is above the maximum 0.999999"]
     assert bad.overrides == {"train": {"gamma": 1.5}}

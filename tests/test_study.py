@@ -17,7 +17,7 @@ from drex_opt.search import spaces
 from drex_opt.search import study as study_mod
 from drex_opt.errors import UserError
 
-from cli_helpers import no_training_process, one_line_error, run_cli, start_cli, wait_for_running_trial
+from cli_helpers import no_training_process, one_line_error, run_cli, start_cli, wait_for_running_trial, wait_until
 
 NAME = "drex-improve_grip-quick"
 
@@ -108,10 +108,8 @@ def test_sigkill_of_a_worker_then_resume(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert load(url).trials[trial.number].state == TrialState.RUNNING  # left behind
-    end = time.time() + 30
-    while not no_training_process(trial.user_attrs["run_dir"]) and time.time() < end:
-        time.sleep(0.5)
-    assert no_training_process(trial.user_attrs["run_dir"]), "the orphaned child stops by itself"
+    wait_until(lambda: no_training_process(trial.user_attrs["run_dir"]), 300,
+               "the orphaned child never stopped by itself")
     proc = run_cli(*args, "--timesteps", "120000", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

@@ -82,15 +82,34 @@ def test_a_crashing_child_is_a_failed_run(tmp_path):
     assert "Traceback" in (run_dir / "train.log").read_text()  # the child's traceback is in the log
 
 
+# Long enough for the first progress report on a loaded two-core machine; the test waits for
+# the kill, never for a clock, and a timeout that fires before the hang fails it loudly.
+HANG_TIMEOUT_S = 45
+
+
+def drex_events(log: str, kind: str) -> list[dict]:
+    """The ``@drex`` events of ``kind`` in a train.log, in order."""
+    events = [json.loads(line[len("@drex "):]) for line in log.splitlines() if line.startswith("@drex {")]
+    return [event for event in events if event.get("event") == kind]
+
+
 @pytest.mark.slow
 def test_a_hung_child_is_killed_at_the_timeout(tmp_path):
+    """The child reports progress, announces the hang, hangs; the parent kills it at --timeout."""
     run_dir = tmp_path / "hang"
     proc = drex("train", "--config", QUICK, "--timesteps", "2000000", "--run-dir", str(run_dir),
-                "--timeout", "12", env={"DREX_INJECT_FAULT": "hang"})
-    assert proc.returncode == 1
+                "--timeout", str(HANG_TIMEOUT_S), env={"DREX_INJECT_FAULT": "hang"})
+    assert proc.returncode == 1, proc.stderr
+    log = (run_dir / "train.log").read_text()
+    faults = drex_events(log, "fault")
+    assert [f["fault"] for f in faults] == ["hang"], (
+        f"the hang was never injected before the {HANG_TIMEOUT_S} s timeout; train.log ends:\n{log[-3000:]}")
+    assert not drex_events(log, "final"), "a hung child never finishes"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "timeout"
-    assert 12 <= summary["wall_time_s"] < 60
+    assert "timeout" in summary["error"] and f"{HANG_TIMEOUT_S} s" in summary["error"], summary["error"]
+    assert summary["history"], "the progress before the hang is kept"
+    assert summary["history"][-1]["agent_steps"] <= faults[0]["agent_steps"]
     import psutil
 
     leftover = [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]

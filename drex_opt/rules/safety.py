@@ -257,7 +257,8 @@ def _section_problems(section: str, values: dict, complete: bool) -> list[Proble
 
 
 # ---------------------------------------------------------------- validate
-def validate(overrides: Any, baseline: dict | None = None, *, complete: bool = False) -> list[Problem]:
+def validate(overrides: Any, baseline: dict | None = None, *, complete: bool = False,
+             require_sizes: bool = False) -> list[Problem]:
     """Every problem of ``overrides`` against the brief's rules; nothing is changed.
 
     Args:
@@ -266,9 +267,12 @@ def validate(overrides: Any, baseline: dict | None = None, *, complete: bool = F
             checked on the merged result. Without it they are checked where the overrides
             alone give enough to check.
         complete: require every non-derived key (a full config rather than overrides).
+        require_sizes: hold a proposal to the brief's letter: derived batch sizes that the
+            proposal changes must be given (a pipeline that merges it as is would
+            otherwise keep the baseline's). drex-opt itself derives them when it merges.
 
-    Edge cases: derived batch sizes that are not given are fine (they get derived); given
-    ones must equal the derived value. Any worker count inside the range is accepted,
+    Edge cases: derived batch sizes that are not given are fine unless ``require_sizes``
+    (they get derived); given ones must equal the derived value. Any worker count inside the range is accepted,
     whatever this machine's core count (a proposal may target another machine).
     """
     if not isinstance(overrides, dict):
@@ -284,10 +288,12 @@ def validate(overrides: Any, baseline: dict | None = None, *, complete: bool = F
     if complete:
         problems += [Problem(section, "missing section") for section in SECTIONS if section not in overrides]
     bad = {problem.key for problem in problems}
-    return problems + _rule_problems(overrides, merge(baseline or {}, overrides), bad)
+    # A full config gets its sizes filled in when loaded; only a proposal must carry them.
+    check_missing = require_sizes and baseline is not None and not complete
+    return problems + _rule_problems(overrides, merge(baseline or {}, overrides), bad, check_missing)
 
 
-def _rule_problems(overrides: dict, effective: dict, bad: set[str]) -> list[Problem]:
+def _rule_problems(overrides: dict, effective: dict, bad: set[str], check_missing: bool) -> list[Problem]:
     """Topology and batch-size rules, skipped where a key involved is already reported."""
 
     def value(key: str) -> Any:
@@ -308,6 +314,8 @@ def _rule_problems(overrides: dict, effective: dict, bad: set[str]) -> list[Prob
     }
     topology_ok = all(f"{s}.{k}" not in bad and s not in bad for s, k in TOPOLOGY)
     sizes = derive_batch_sizes(effective) if topology_ok else {}
+    if check_missing:
+        problems += _missing_sizes(overrides, effective, given, sizes, bad)
     for name, size in given.items():
         if sizes and size != sizes[name]:
             problems.append(Problem(f"train.{name}", f"{show(size)} must equal {_BATCH_FORMULA} = {sizes[name]}"))
@@ -316,6 +324,29 @@ def _rule_problems(overrides: dict, effective: dict, bad: set[str]) -> list[Prob
             first = next(iter(given))
             problems.append(Problem(f"train.{name}", f"{show(size)} must equal train.{first} ({given[first]})"))
     return problems
+
+
+def _missing_sizes(overrides: dict, effective: dict, given: dict, sizes: dict, bad: set[str]) -> list[Problem]:
+    """Derived sizes a proposal must give because it changes them, yet leaves out.
+
+    The brief asks every proposal to carry the batch sizes derived from its topology: a
+    pipeline that merges the proposal into the baseline as is would otherwise train with
+    the baseline's sizes. Sizes that stay what the baseline already says need not be given.
+    """
+    train = overrides.get("train")
+    if not sizes or (train is not None and not isinstance(train, dict)) or "train" in bad:
+        return []
+    base_train = effective.get("train") if isinstance(effective.get("train"), dict) else {}
+    missing = [name for name in DERIVED
+               if name not in given and f"train.{name}" not in bad and base_train.get(name) != sizes[name]]
+    if not missing:
+        return []
+    changed = [f"{s}.{k}" for s, k in TOPOLOGY if isinstance(overrides.get(s), dict) and k in overrides[s]]
+    because = f"the proposal changes {', '.join(changed)}" if changed else "the baseline's sizes do not match it"
+    they = "it" if len(missing) == 1 else "they"
+    return [Problem(", ".join(f"train.{name}" for name in missing),
+                    f"missing: {because}, so {they} must be given as {_BATCH_FORMULA} = {sizes[missing[0]]} "
+                    "(validate --clamp adds them)")]
 
 
 def with_derived(overrides: dict, baseline: dict | None = None) -> dict:
@@ -472,7 +503,7 @@ def review(proposal: Any, baseline: dict, repair: bool = False, cores: int | Non
 
     Without ``repair`` an invalid proposal is returned unchanged as ``overrides``.
     """
-    problems = [str(problem) for problem in validate(proposal, baseline)]
+    problems = [str(problem) for problem in validate(proposal, baseline, require_sizes=True)]
     if repair:
         repaired, adjustments = clamp(proposal, baseline, cores)
         return Review(not problems, problems, repaired, adjustments)

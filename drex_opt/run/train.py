@@ -34,8 +34,11 @@ FINAL_WINDOW = 0.15
 PROGRESS_PERIOD_S = 1.0
 EXIT_NAN = 3
 # Failure injection for tests and drills: "nan" poisons the policy weights, "crash" raises,
-# "hang" stops responding; each fires once the run has passed its first progress report.
+# "hang" stops responding; each fires once the run has passed its first progress report,
+# and announces itself with a "fault" event first so a test can prove it happened.
+# DREX_INJECT_FAULT_SEEDS (comma-separated) limits the fault to runs with those seeds.
 FAULT_ENV = "DREX_INJECT_FAULT"
+FAULT_SEEDS_ENV = "DREX_INJECT_FAULT_SEEDS"
 
 
 def emit(event: str, **fields) -> None:
@@ -164,16 +167,27 @@ def build(config: dict, env_name: str, seed: int):
     return vecenv, policy, notes
 
 
-def train_config(config: dict, env_name: str, run_dir: Path, num_agents: int) -> dict:
-    """PuffeRL's flat train dict: PufferLib defaults, then the run config's train keys."""
+def train_config(config: dict, env_name: str, run_dir: Path, num_agents: int, notes: list[str]) -> dict:
+    """PuffeRL's flat train dict: PufferLib defaults, then the run config's train keys.
+
+    The batch sizes must be those of the agents actually stepped. On the built-in env they
+    always are (the parent derives them from the topology), so a mismatch is an error, never
+    silently repaired; a foreign env counts its agents its own way, so its sizes are
+    re-derived and the change is recorded in ``notes``.
+    """
     cfg = _puffer_defaults()
     cfg.update(config["train"])
     cfg["env"] = env_name
     cfg["data_dir"] = str(run_dir / "checkpoints")
     cfg["use_rnn"] = False
     derived = num_agents * cfg["bptt_horizon"]
-    if cfg["batch_size"] != derived:
-        # A foreign env whose agent count ignores env.num_envs x env.num_drones.
+    sizes = {name: cfg.get(name) for name in ("batch_size", "minibatch_size", "max_minibatch_size")}
+    if any(size != derived for size in sizes.values()):
+        if env_name == BUILTIN_ENV:
+            raise TrainingFailed(f"batch sizes {sizes} do not equal the {num_agents} agents × "
+                                 f"train.bptt_horizon {cfg['bptt_horizon']} = {derived}")
+        notes.append(f"train.batch_size {cfg['batch_size']} set to {derived}: {env_name} steps {num_agents} "
+                     f"agents × train.bptt_horizon {cfg['bptt_horizon']}")
         cfg["batch_size"] = cfg["minibatch_size"] = cfg["max_minibatch_size"] = derived
     return cfg
 
@@ -209,7 +223,7 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
     if load_model:
         state = torch.load(load_model, map_location=device)
         policy.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
-    cfg = train_config(config, env_name, run_dir, vecenv.num_agents)
+    cfg = train_config(config, env_name, run_dir, vecenv.num_agents, notes)
     if cfg["total_timesteps"] < cfg["batch_size"]:
         # PufferLib's schedule divides by the number of batches: a run is at least one batch.
         notes.append(f"train.total_timesteps {cfg['total_timesteps']} is below one batch; "
@@ -261,7 +275,7 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
         if now - last_emit >= PROGRESS_PERIOD_S:
             emit("progress", **_progress(logs, trainer, window.means()))
             window, last_emit = StatWindow(), now
-            _inject_fault(os.environ.get(FAULT_ENV), trainer)
+            _inject_fault(os.environ.get(FAULT_ENV), trainer, seed)
 
     model_path = trainer.close()
     checkpoint = run_dir / "model.pt"
@@ -277,9 +291,13 @@ def _weights_finite(trainer) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in trainer.uncompiled_policy.parameters())
 
 
-def _inject_fault(fault: str | None, trainer) -> None:
+def _inject_fault(fault: str | None, trainer, seed: int) -> None:
     if not fault:
         return
+    seeds = os.environ.get(FAULT_SEEDS_ENV, "").strip()
+    if seeds and str(seed) not in {s.strip() for s in seeds.split(",")}:
+        return
+    emit("fault", fault=fault, agent_steps=int(trainer.global_step))
     if fault == "nan":
         import torch
 

@@ -143,7 +143,9 @@ def plan(settings: StudySettings) -> StudyPlan:
         repeats=budget.repeats if settings.repeats is None else settings.repeats, seed=seed,
         jobs=settings.jobs, timeout=settings.timeout,
         trial_timeout=settings.trial_timeout or TRIAL_TIMEOUT_BASE_S + timesteps / TRIAL_TIMEOUT_MIN_SPS,
-        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir), command=settings.command,
+        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir),
+        # Stored on the study and shown on the dashboard: never with a password in it.
+        command=storage_mod.redact_command(settings.command),
         storage=storage,
     )
 

@@ -9,6 +9,7 @@ Optuna's journal file, for several processes on one machine without a server.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import warnings
 from contextlib import contextmanager
@@ -44,13 +45,25 @@ def storage_url(option: str | None = None) -> str:
     return option or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+# ``scheme://user:password@host``: the password runs to the last "@" of the token.
+_URL_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^:@/\s]*):\S*@")
+# ``?password=...`` style query parameters (libpq, SQLAlchemy, MySQL drivers accept them).
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    Works on a bare URL or on any text holding URLs (a command line, an error message):
+    everything drex-opt stores, prints or logs about a storage goes through it. A URL
+    without a password is returned unchanged.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """A command line safe to store: each argument redacted (``--storage=URL`` too)."""
+    return [redact(arg) for arg in argv]
 
 
 def _seconds(name: str, default: int) -> int:
