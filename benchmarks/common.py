@@ -8,20 +8,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
+
+from drex_opt.jsonio import finite
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 NOT_REACHED = math.inf
-
-# The scripts run as files, not as a package: make drex_opt and machine.py importable.
-for _path in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from drex_opt.jsonio import finite  # noqa: E402 - needs the path above
 
 Curve = list[tuple[float, float]]  # (cumulative agent steps, best value so far), steps increasing
 

@@ -1,6 +1,7 @@
 """Early stopping: compute saved by behavioural early stopping, and what it cost.
 
-Run: .venv/bin/python benchmarks/early_stopping.py [--quick] [--seeds 1 2] [--focus F] [--trials N] [--timesteps T]
+Run from the repository root:
+    .venv/bin/python -m benchmarks.early_stopping [--quick] [--seeds 1 2] [--focus F] [--trials N] [--timesteps T]
 
 Runs a real study with early stopping as shipped, then re-trains every pruned trial's
 exact configuration (``trial.user_attrs["overrides"]``: same values, budget and seed)
@@ -13,17 +14,25 @@ have been the best by end-to-end success? Writes
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import optuna
+from optuna.trial import TrialState
 
-from common import md_table, pct, result_name, steps_text, write_results  # noqa: E402
+from benchmarks.common import md_table, pct, result_name, steps_text, write_results
+from benchmarks.machine import command_line, describe, header_markdown
+from drex_opt.rules import safety
+from drex_opt.rules.early_stop import curve_of, value_at
+from drex_opt.rules.objectives import OBJECTIVES, rank_key
+from drex_opt.run import runner
+from drex_opt.search import planning, study
 
-OBJECTIVES = ("grip_success", "delivery_success", "end_to_end_success")  # the study's order
-PICK = (2, 1, 0)  # drex-opt's pick order: end-to-end, then delivery, then grip
+# A trial's values are in the study's order (OBJECTIVES); ``rank_key`` orders them as drex-opt
+# picks: end-to-end, then delivery, then grip.
+E2E = OBJECTIVES.index("end_to_end_success")
 TOP_SHARE = 0.25  # "among the best": the top quarter of the completed trials by the pick order
 
 
@@ -40,19 +49,16 @@ def judge(rerun: tuple[float, ...], completed: list[tuple[float, ...]]) -> dict:
     """Rank (1 = best, by end-to-end then delivery then grip) of a re-trained pruned trial
     among the completed ones, whether that is in their top quarter, whether it is on their
     Pareto front and whether it beats the best end-to-end."""
-    key = lambda v: tuple(v[i] for i in PICK)  # noqa: E731
-    rank = 1 + sum(1 for c in completed if key(c) > key(rerun))
-    best_e2e = max((c[2] for c in completed), default=0.0)
+    rank = 1 + sum(1 for c in completed if rank_key(c) > rank_key(rerun))
+    best_e2e = max((c[E2E] for c in completed), default=0.0)
     return {"rank": rank, "of": len(completed) + 1, "top": rank <= top_ranks(len(completed)),
             "pareto": not any(dominates(c, rerun) for c in completed),
-            "beats_best_e2e": rerun[2] > best_e2e, "best_e2e_completed": best_e2e}
+            "beats_best_e2e": rerun[E2E] > best_e2e, "best_e2e_completed": best_e2e}
 
 
 def curve_gap(pruned_curve: list, rerun_curve: list) -> float | None:
     """Largest grip difference between the pruned run and its re-run up to the prune point
     (0 means the re-run replayed the pruned run exactly)."""
-    from drex_opt.rules.early_stop import value_at
-
     if not pruned_curve:
         return None
     gaps = []
@@ -65,18 +71,10 @@ def curve_gap(pruned_curve: list, rerun_curve: list) -> float | None:
 
 def run_seed(seed: int, focus: str, trials: int, timesteps: int | None, work: Path) -> dict:
     """One study with early stopping, then the pruned trials re-trained to the end."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from drex_opt.rules import config
-    from drex_opt.run import runner
-    from drex_opt.search import study
-    from drex_opt.rules.early_stop import curve_of
-
     t0 = time.time()
-    plan = study.plan(study.StudySettings(
+    plan = planning.plan(planning.StudySettings(
         focus=focus, storage=f"sqlite:///{work / 'es.db'}", study_name=f"bench-es-s{seed}", trials=trials,
-        timesteps=timesteps, seed=seed, repeats=0, studies_dir=work / "studies", command=list(sys.argv)))
+        timesteps=timesteps, seed=seed, repeats=0, studies_dir=work / "studies", command=command_line()))
     if study.run(plan).interrupted:
         raise KeyboardInterrupt
     study_wall = time.time() - t0
@@ -93,7 +91,7 @@ def run_seed(seed: int, focus: str, trials: int, timesteps: int | None, work: Pa
     for r in records:
         if r["state"] != "PRUNED":
             continue
-        cfg = config.merge(plan.baseline, r["overrides"])
+        cfg = safety.merge(plan.baseline, r["overrides"])
         res = runner.run_training(cfg, work / f"rerun-{r['number']}", timeout=plan.trial_timeout,
                                   threads=plan.threads_per_trial())
         s = res.summary
@@ -106,7 +104,7 @@ def run_seed(seed: int, focus: str, trials: int, timesteps: int | None, work: Pa
                        curve_gap=curve_gap(r["curve"], curve_of(res.history, plan.timesteps)))
         reruns.append(row)
         print(f"  seed {seed} trial {r['number']} pruned at {r['agent_steps']:,}: re-run "
-              + (f"e2e {pct(row['values'][2])}, rank {row['rank']}/{row['of']}" if "values" in row else s["status"]),
+              + (f"e2e {pct(row['values'][E2E])}, rank {row['rank']}/{row['of']}" if "values" in row else s["status"]),
               flush=True)
     for r in records:
         r.pop("curve", None)
@@ -131,15 +129,13 @@ def totals(run: dict) -> dict:
 
 
 def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
-    from machine import header_markdown
-
     lines = ["# Early stopping: compute saved and trials lost\n", header_markdown(info),
              f"- mode: {'quick (smoke)' if settings['quick'] else 'full'}; focus `{settings['focus']}`, "
              f"{settings['trials']} trials of {settings['timesteps']:,} agent steps per seed; "
              f"seeds {settings['seeds']}; "
              f"wall time {settings['wall_time_min']:.1f} min\n",
-             "A real study with early stopping as shipped (`drex_opt/early_stop.py`); then every pruned trial's "
-             "exact configuration (values, budget, seed) re-trained to its full budget without early stopping. "
+             "A real study with early stopping as shipped (`drex_opt/rules/early_stop.py`); then every pruned "
+             "trial's exact configuration (values, budget, seed) re-trained to its full budget without early stopping. "
              "`without` is what the study would have spent with every pruned trial run to the end (their re-runs). "
              f"`top {TOP_SHARE:.0%}`: a re-run that would have ranked in the top {TOP_SHARE:.0%} of the completed "
              "trials (at least first place) by end-to-end, then delivery, then grip success; `Pareto`: not "
@@ -160,10 +156,11 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
     rows = []
     for run in runs:
         for x in run["reruns"]:
-            values = x.get("values")
+            values = dict(zip(OBJECTIVES, x.get("values") or ()))
             rows.append([run["seed"], x["number"], f"{x['pruned_at']:,}", x["reason"] or "-",
-                         pct(values[2]) if values else x["status"], pct(values[1]) if values else "-",
-                         pct(values[0]) if values else "-",
+                         pct(values["end_to_end_success"]) if values else x["status"],
+                         pct(values["delivery_success"]) if values else "-",
+                         pct(values["grip_success"]) if values else "-",
                          f"{x['rank']}/{x['of']}" if values else "-", "yes" if x.get("pareto") else "no",
                          pct(x.get("best_e2e_completed")),
                          "-" if x.get("curve_gap") is None else f"{x['curve_gap']:.3f}"])
@@ -189,7 +186,7 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.early_stopping", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 8 trials")
     parser.add_argument("--seeds", type=int, nargs="+", help="study seeds (default: 1 quick, 1 2 full)")
     parser.add_argument("--focus", default="optimize_performance",
@@ -205,8 +202,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from machine import describe
-
     args = parse_args(argv)
     if args.render:
         return render(args.render)
@@ -231,8 +226,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def render(path: Path) -> None:
     """Re-judge a stored result's re-runs and rewrite its markdown (after a change to the report)."""
-    import json
-
     data = json.loads(path.read_text(encoding="utf-8"))
     for run in data["runs"]:
         completed = [tuple(t["values"]) for t in run["trials"] if t["state"] == "COMPLETE"]

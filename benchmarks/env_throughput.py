@@ -1,6 +1,6 @@
 """Env-only throughput of drone_pp: agent-steps per second against the number of drones.
 
-Run: .venv/bin/python benchmarks/env_throughput.py [--steps N]
+Run from the repository root: .venv/bin/python -m benchmarks.env_throughput [--steps N]
 Writes benchmarks/results/env_throughput.{json,md}. One process, one core (BLAS threads
 pinned to 1), random actions, seed 0.
 """
@@ -10,25 +10,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
+# One core: pinned before numpy loads its BLAS.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402 - after the thread pinning above
 
-from machine import describe, header_markdown  # noqa: E402
+from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.machine import describe, header_markdown  # noqa: E402
+from drex_opt.envs.drone_pp import DronePP  # noqa: E402
 
 TOPOLOGIES = [(1, 16), (4, 16), (8, 16), (16, 16), (16, 64), (64, 16), (32, 64), (64, 64)]
 
 
 def measure(num_envs: int, num_drones: int, steps: int) -> float:
-    from drex_opt.envs.drone_pp import DronePP
-
     env = DronePP(num_envs=num_envs, num_drones=num_drones, seed=0)
     env.reset(0)
     rng = np.random.default_rng(0)
@@ -45,7 +42,7 @@ def measure(num_envs: int, num_drones: int, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.env_throughput", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1000)
     args = parser.parse_args()
     rows = []
@@ -54,7 +51,7 @@ def main() -> None:
         rows.append({"num_envs": e, "num_drones": d, "agents": e * d, "agent_steps_per_s": round(sps)})
         print(f"{e:>3} x {d:>3} = {e * d:>5} drones: {sps:>12,.0f} agent-steps/s", flush=True)
     info = describe()
-    out = Path(__file__).parent / "results"
+    out = RESULTS
     out.mkdir(exist_ok=True)
     (out / "env_throughput.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
     lines = ["# drone_pp env throughput (one core, random actions, seed 0)\n", header_markdown(info),

@@ -1,6 +1,6 @@
 """Learning curves of real PufferLib runs on drone_pp: do hyperparameters matter?
 
-Run: .venv/bin/python benchmarks/learning.py [--quick]
+Run from the repository root: .venv/bin/python -m benchmarks.learning [--quick]
 Trains the quick baseline (several seeds), the full baseline, and two bad configurations
 (learning rate 0.5; entropy 0.9) and writes benchmarks/results/learning.{json,md,png}.
 """
@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from machine import describe, header_markdown  # noqa: E402
+from benchmarks.common import RESULTS
+from benchmarks.machine import describe, header_markdown
+from drex_opt.rules import config, safety
+from drex_opt.run import runner
 
 
 def cases(quick: bool) -> list[dict]:
@@ -39,16 +37,13 @@ def cases(quick: bool) -> list[dict]:
 
 
 def main() -> None:
-    from drex_opt.rules import config
-    from drex_opt.run import runner
-
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes, for smoke")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, case in enumerate(cases(args.quick)):
-            extra = config.merge(case["over"], {"train": {"total_timesteps": case["steps"], "seed": case["seed"]}})
+            extra = safety.merge(case["over"], {"train": {"total_timesteps": case["steps"], "seed": case["seed"]}})
             cfg = config.resolve(case["baseline"], None, extra)
             res = runner.run_training(cfg, Path(tmp) / f"run{i}")
             s = res.summary
@@ -64,7 +59,7 @@ def main() -> None:
             print(f"{row['name']:<28} {row['status']:<9} grip {row['grip'] or 0:.2f} deliv {row['delivery'] or 0:.2f} "
                   f"e2e {row['e2e'] or 0:.2f} {row['wall_time_s']:.0f}s", flush=True)
     info = describe()
-    out = ROOT / "benchmarks" / "results"
+    out = RESULTS
     out.mkdir(exist_ok=True)
     name = "learning_quick" if args.quick else "learning"
     (out / f"{name}.json").write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
@@ -83,6 +78,7 @@ def main() -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
+    # Only the picture needs matplotlib, with its file backend chosen before pyplot loads.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,6 +20,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def command_line() -> list[str]:
+    """This process's command line as it was typed: ``python -m benchmarks.<name> ...`` for a benchmark."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = spec.name.removesuffix(".__main__") if spec is not None and spec.name else None
+    return [os.path.basename(sys.executable), *(["-m", name] if name else sys.argv[:1]), *sys.argv[1:]]
+
+
 def describe() -> dict:
     versions = {}
     for pkg in ("drex-opt", "pufferlib", "torch", "numpy", "optuna"):
@@ -34,7 +41,7 @@ def describe() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "command": " ".join(command_line()),
     }
 
 

@@ -1,11 +1,11 @@
 """Overhead: drex-opt's own time per trial against the trial's training time.
 
-Run: .venv/bin/python benchmarks/overhead.py [--quick] [--seeds 1] [--focus F]
+Run from the repository root: .venv/bin/python -m benchmarks.overhead [--quick] [--seeds 1] [--focus F]
 
 Three measurements, all wall time (so they depend on the machine's load, recorded):
 
-1. **Parent side per trial.** The real study engine (``study.open_study`` + ``TrialRunner``
-   through ``study.optimize``, as a worker runs it) on SQLite and on a journal file
+1. **Parent side per trial.** The real study engine (``study.open_study`` + ``trial.TrialRunner``
+   through Optuna's ``Study.optimize``, as a worker runs it) on SQLite and on a journal file
    holding 10 and 200 completed trials (synthetic, made with ``optuna.trial.create_trial``
    from the focus's space). Only the training child is replaced, by a stand-in that
    replays a progress history through the early-stopping rule and writes the run-folder
@@ -23,19 +23,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from common import md_table, result_name, write_results  # noqa: E402
+from benchmarks.common import md_table, result_name, write_results
+from benchmarks.machine import command_line, describe, header_markdown
+from drex_opt.jsonio import write_json_atomic
+from drex_opt.rules import config, safety
+from drex_opt.run import runner
+from drex_opt.search import dashboard, planning, spaces, study
+from drex_opt.search.monitor import StudyMonitor
+from drex_opt.search.trial import TrialFailure, TrialRunner
 
 SIZES = (10, 200)
 STORAGES = ("sqlite", "journal")
@@ -68,9 +76,6 @@ class Stopwatch:
 
 def synthetic_trials(space, n: int, timesteps: int, seed: int) -> list:
     """``n`` completed trials that look like real ones to the engine (params, values, curve, overrides)."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     rng = random.Random(seed)
     dists = {}
     for name, p in space.params.items():
@@ -111,9 +116,6 @@ def synthetic_trials(space, n: int, timesteps: int, seed: int) -> list:
 def fake_training(watch: Stopwatch, files: Path, summary: dict, timesteps: int) -> Callable:
     """A stand-in for ``runner.run_training``: replays a progress history through the stop
     rule (timed as early stopping) and writes the run folder (timed as run-folder files)."""
-    from drex_opt.run import runner
-    from drex_opt.jsonio import write_json_atomic
-
     def run_training(config, run_dir, env_name="drone_pp", timeout=None, load_model=None, on_event=None,
                      stop_rule=None, threads=None, cancel=None, **_):
         t0 = time.perf_counter()
@@ -148,24 +150,16 @@ def fake_training(watch: Stopwatch, files: Path, summary: dict, timesteps: int) 
 def measure_parent(storage_kind: str, size: int, reps: int, focus: str, timesteps: int, seed: int, work: Path,
                    files: Path, summary: dict) -> list[dict]:
     """Per-trial times (seconds per piece and total) of ``reps`` trials after ``size`` prefilled ones."""
-    import optuna
-
-    from drex_opt.search import dashboard
-    from drex_opt.run import runner
-    from drex_opt.rules import safety
-    from drex_opt.search import spaces
-    from drex_opt.search import study
-
     url = (f"sqlite:///{work / f'{storage_kind}-{size}.db'}" if storage_kind == "sqlite"
            else f"journal:{work / f'{storage_kind}-{size}.log'}")
-    plan = study.plan(study.StudySettings(
+    plan = planning.plan(planning.StudySettings(
         focus=focus, storage=url, study_name=f"overhead-{storage_kind}-{size}", trials=reps, timesteps=timesteps,
-        seed=seed, repeats=0, studies_dir=work / "studies", command=list(sys.argv)))
+        seed=seed, repeats=0, studies_dir=work / "studies", command=command_line()))
     st = study.open_study(plan)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     st.add_trials(synthetic_trials(plan.space, size, timesteps, seed))
     watch = Stopwatch()
-    objective = study.TrialRunner(plan, study.StudyMonitor(plan), threading.Event())
+    objective = TrialRunner(plan, StudyMonitor(plan), threading.Event())
     objective._references = watch.wrap("early_stop", objective._references)
     patches = [(runner, "run_training", fake_training(watch, files, summary, timesteps)),
                (spaces, "suggest", watch.wrap("sample", spaces.suggest)),
@@ -179,7 +173,7 @@ def measure_parent(storage_kind: str, size: int, reps: int, focus: str, timestep
         for k in range(reps + 1):  # the first is the enqueued baseline trial and warms up imports: not counted
             watch.times = {}
             t = time.perf_counter()
-            st.optimize(objective, n_trials=1, catch=(study.TrialFailure,), gc_after_trial=False,
+            st.optimize(objective, n_trials=1, catch=(TrialFailure,), gc_after_trial=False,
                         show_progress_bar=False)
             total = time.perf_counter() - t
             if k == 0:
@@ -199,9 +193,6 @@ def measure_parent(storage_kind: str, size: int, reps: int, focus: str, timestep
 
 def real_run(steps: int, seed: int, run_dir: Path) -> dict:
     """A real training run of the quick baseline; wall time, time to the child's start event, SPS."""
-    from drex_opt.rules import config
-    from drex_opt.run import runner
-
     cfg = config.resolve("quick", None, {"train": {"total_timesteps": steps, "seed": seed}})
     t0 = time.time()
     marks: dict = {}
@@ -221,8 +212,6 @@ def ms(seconds: float) -> str:
 
 
 def markdown(info: dict, settings: dict, parent: dict, startup: list[dict], trial_runs: list[dict]) -> str:
-    from machine import header_markdown
-
     runs = startup + trial_runs
     # Start-up: until the child reports its start (process, imports, configuration), measured
     # on every real run; what follows in a trial is environment, policy, training and summary.
@@ -269,7 +258,7 @@ def markdown(info: dict, settings: dict, parent: dict, startup: list[dict], tria
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 measured trials per case, one real run of each kind")
     parser.add_argument("--seeds", type=int, nargs="+", help="sampler/training seeds, one real trial run each "
                         "(default: 1 quick, 1 2 full)")
@@ -282,12 +271,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import os
-
-    from drex_opt.rules import config
-    from drex_opt.search import spaces
-    from machine import describe
-
     args = parse_args(argv)
     if args.render:
         data = json.loads(args.render.read_text(encoding="utf-8"))

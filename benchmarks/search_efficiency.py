@@ -1,20 +1,23 @@
 """Search efficiency: the best success each search method finds per agent step spent.
 
-Run: .venv/bin/python benchmarks/search_efficiency.py [--quick] [--seeds 1 2 3] [--trials N]
-     [--work DIR [--resume]] | --recompute benchmarks/results/search_efficiency.json
+Run from the repository root:
+    .venv/bin/python -m benchmarks.search_efficiency [--quick] [--seeds 1 2 3] [--trials N]
+        [--work DIR [--resume]] | --recompute benchmarks/results/search_efficiency.json
 
 From one baseline state (the quick baseline trained briefly; its behavioural analysis
 names the focus), four methods get the same number of trials at the same agent steps per
 trial (the focus's quick budget), every trial a real PufferLib training run:
 
-- ``drex-opt``: the study engine on that focus (``study.plan`` + ``study.run``), early
+- ``drex-opt``: the study engine on that focus (``planning.plan`` + ``study.run``), early
   stopping as shipped, no seed repeats (they would spend extra compute);
 - ``random``: Optuna's RandomSampler over the whole safe space (see :func:`whole_space`);
 - ``tpe``: multi-objective TPE over the whole safe space, no focus;
 - ``protein``: PufferLib's ``pufferlib.sweep.Protein`` (suggest/observe) over the whole
   safe space, score = end-to-end success, cost = wall time.
 
-Every proposal goes through ``safety.clamp``. Writes
+Every proposal of the others becomes a trial's overrides as drex-opt's trials make theirs
+(:func:`trial_overrides`: ``trial.clamped_overrides``: agents kept, the trial's budget and seed,
+``safety.clamp``). Writes
 ``benchmarks/results/search_efficiency[_quick].{json,md,png}``.
 
 Accounting: every trial of a result is trained by the invocation that writes it unless
@@ -36,22 +39,31 @@ import math
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import optuna
+from optuna.samplers import RandomSampler, TPESampler
+from optuna.trial import TrialState
 
-from common import (  # noqa: E402
+from benchmarks.common import (
     NOT_REACHED, RESULTS, band, best_so_far, md_table, median_steps, pct, result_name, spread_text, steps_text,
     steps_to, write_results,
 )
+from benchmarks.machine import command_line, describe, header_markdown
+from drex_opt.rules import config, objectives, safety
+from drex_opt.run import runner
+from drex_opt.search import planning, spaces, study
+from drex_opt.search.trial import clamped_overrides
 
 METHODS = ("drex-opt", "random", "tpe", "protein")
-OBJECTIVES = (("end_to_end_success", "end-to-end"), ("delivery_success", "delivery"), ("grip_success", "grip"))
+# (key, label) of the study's objectives in drex-opt's ranking order: end-to-end, delivery, grip.
+OBJECTIVES = tuple(zip(objectives.rank_key(objectives.OBJECTIVES), objectives.rank_key(objectives.LABELS)))
 TARGET_SHARE = 0.8  # target = this share of the best value any method found
 # Fixed end-to-end levels: steps to each, so a method that never gets near the best still
 # shows how far it got and at what cost.
@@ -109,9 +121,6 @@ def whole_space(cores: int | None = None) -> list[WholeParam]:
     ``vec.num_workers`` at most this machine's cores; learning rate and Adam epsilon are
     log scale; every other number is uniform over its full safety range.
     """
-    from drex_opt.rules import safety
-    from drex_opt.search import spaces
-
     cores = max(1, cores or os.cpu_count() or 1)
     out = []
     for spec in safety.SPECS:
@@ -161,11 +170,17 @@ def suggest_optuna(trial, space: list[WholeParam]) -> dict[str, dict]:
 
 
 def trial_overrides(proposal: dict, baseline: dict, timesteps: int, seed: int) -> tuple[dict, list[str]]:
-    """A proposal with the trial's budget and seed, repaired by ``safety.clamp``."""
-    from drex_opt.rules import config
-    from drex_opt.rules import safety
+    """A proposal made a trial's overrides as drex-opt's trials make theirs; the clamp's adjustments.
 
-    return safety.clamp(config.merge(proposal, {"train": {"total_timesteps": timesteps, "seed": seed}}), baseline)
+    Drones given without arenas keep the agents per process (``trial.keep_agents``), the
+    trial's budget and seed are set, and ``safety.clamp`` repairs the rest and adds the
+    derived batch sizes. ``proposal`` is not changed. Unlike a drex-opt trial, a proposal
+    the clamp changes is not failed but trains with the clamped values: these methods search
+    the whole safe space, where a repaired proposal is part of what they propose (the
+    report counts such trials as ``clamped``).
+    """
+    overrides, adjustments, _ = clamped_overrides(proposal, baseline, timesteps, seed)
+    return overrides, adjustments
 
 
 # ---------------------------------------------------------------- Protein
@@ -205,9 +220,7 @@ def protein_decode(suggestion: dict, space: list[WholeParam]) -> dict[str, dict]
 
 def protein_encode(overrides: dict, space: list[WholeParam], baseline: dict) -> dict[str, dict]:
     """The values a trial ran with, in Protein's encoding (what ``observe`` expects)."""
-    from drex_opt.rules import config
-
-    used = flatten(config.merge(baseline, overrides))
+    used = flatten(safety.merge(baseline, overrides))
     out = {}
     for p in space:
         value = used[p.key]
@@ -224,10 +237,7 @@ def train_trial(overrides: dict, adjustments: list[str], baseline: dict, run_dir
     resumed with ``--work DIR --resume``) is read back instead of trained again; the record
     then says so (``resumed``) and where and when that run was trained (``reused_from``).
     """
-    from drex_opt.rules import config
-    from drex_opt.run import runner
-
-    cfg = config.merge(baseline, overrides)
+    cfg = safety.merge(baseline, overrides)
     s = finished_run(run_dir, cfg)
     resumed = s is not None
     if s is None:
@@ -239,11 +249,12 @@ def train_trial(overrides: dict, adjustments: list[str], baseline: dict, run_dir
               "adjustments": adjustments, "resumed": resumed}
     if resumed:
         record["reused_from"] = {"run_dir": str(run_dir), "trained_at": s.get("timestamp")}
-    for key, _ in OBJECTIVES:
-        value = s.get(key)
-        record[key] = float(value) if ok and isinstance(value, (int, float)) and math.isfinite(value) else None
-    if ok and any(record[key] is None for key, _ in OBJECTIVES):
-        record["state"], record["error"] = "FAIL", "missing metrics"
+    record.update({key: None for key, _ in OBJECTIVES})
+    if ok:
+        try:
+            record.update(zip(objectives.OBJECTIVES, objectives.from_summary(s)))
+        except ValueError as exc:  # the same rule as a drex-opt trial's
+            record["state"], record["error"] = "FAIL", str(exc)
     return record
 
 
@@ -302,24 +313,20 @@ def _log(method: str, seed: int, number: int, rec: dict) -> None:
 
 def drex_record(t, reused: bool, source: str) -> dict:
     """The benchmark's record of one trial (an Optuna ``FrozenTrial``) of drex-opt's study."""
-    from datetime import timezone
-
-    from optuna.trial import TrialState
-
-    from drex_opt.search.study import BASELINE_ROLE
-
     a = t.user_attrs
     rec = {"number": t.number, "state": t.state.name, "status": a.get("status"),
            "error": a.get("fail_reason") or a.get("prune_reason"), "agent_steps": a.get("agent_steps") or 0,
            "wall_time_s": a.get("wall_time_s"), "sps": a.get("sps"), "overrides": a.get("overrides"),
-           "adjustments": a.get("clamp_adjustments") or [], "baseline_trial": a.get("role") == BASELINE_ROLE,
+           "adjustments": a.get("clamp_adjustments") or [], "baseline_trial": a.get("role") == objectives.BASELINE_ROLE,
            "resumed": reused}
     if reused:
         # Optuna stores local time without a zone: make it comparable with the runs' UTC timestamps.
         started = t.datetime_start.astimezone(timezone.utc).isoformat(timespec="seconds") if t.datetime_start else None
         rec["reused_from"] = {"study": source, "trained_at": started}
-    for i, (key, _) in enumerate(OBJECTIVES[::-1]):  # the study's order: grip, delivery, e2e
-        rec[key] = float(t.values[i]) if t.state == TrialState.COMPLETE and t.values else None
+    # The study stores its values in the order of ``objectives.OBJECTIVES``.
+    values = dict(zip(objectives.OBJECTIVES, t.values)) if t.state == TrialState.COMPLETE and t.values else {}
+    for key, _ in OBJECTIVES:
+        rec[key] = float(values[key]) if values else None
     return rec
 
 
@@ -332,16 +339,10 @@ def run_drex(from_run: Path, trials: int, timesteps: int, seed: int, work: Path,
     ``--resume``) is continued: its real trials are reused and marked so, and the engine
     runs as many new trials as real ones are missing.
     """
-    import dataclasses
-
-    import optuna
-
-    from drex_opt.search import study
-
-    plan = study.plan(study.StudySettings(
+    plan = planning.plan(planning.StudySettings(
         from_run=from_run, baseline="quick", storage=f"sqlite:///{work / 'drex.db'}",
         study_name=f"bench-drex-s{seed}", trials=trials, timesteps=timesteps, seed=seed, repeats=0,
-        trial_timeout=timeout, studies_dir=work / "studies", command=list(sys.argv)))
+        trial_timeout=timeout, studies_dir=work / "studies", command=command_line()))
     source = f"{work / 'drex.db'}, study {plan.study_name}"
 
     def stored() -> list:
@@ -353,7 +354,7 @@ def run_drex(from_run: Path, trials: int, timesteps: int, seed: int, work: Path,
     earlier = stored()  # trials of an earlier invocation: only a resumed benchmark has any
     before = {t.number for t in earlier}
     missing = trials_missing([drex_record(t, True, source) for t in earlier], trials)
-    if missing > 0 and study.run(dataclasses.replace(plan, trials=missing)).interrupted:
+    if missing > 0 and study.run(replace(plan, trials=missing)).interrupted:
         raise KeyboardInterrupt
 
     everything = [drex_record(t, t.number in before, source) for t in stored()]
@@ -375,16 +376,13 @@ def run_optuna(method: str, space: list[WholeParam], baseline: dict, trials: int
     exactly what random search proposed: such a configuration already trained (same
     values, budget and seed) is taken from ``shared`` instead of being trained again.
     """
-    import optuna
-    from optuna.samplers import RandomSampler, TPESampler
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = RandomSampler(seed=seed) if method == "random" else TPESampler(
         seed=seed, n_startup_trials=startup, multivariate=True)
-    study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
+    search = optuna.create_study(directions=["maximize"] * len(objectives.OBJECTIVES), sampler=sampler)
     records = []
     for number in range(trials):
-        trial = study.ask()
+        trial = search.ask()
         overrides, adjustments = trial_overrides(suggest_optuna(trial, space), baseline, timesteps, seed)
         key = json.dumps(overrides, sort_keys=True)
         if key in shared:
@@ -394,9 +392,9 @@ def run_optuna(method: str, space: list[WholeParam], baseline: dict, trials: int
             shared[key] = {**rec, "method": method}
         rec["number"] = number
         if rec["state"] == "COMPLETE":
-            study.tell(trial, [rec["grip_success"], rec["delivery_success"], rec["end_to_end_success"]])
+            search.tell(trial, [rec[k] for k in objectives.OBJECTIVES])
         else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            search.tell(trial, state=TrialState.FAIL)
         records.append(rec)
         _log(method, seed, number, rec)
     return records
@@ -405,7 +403,8 @@ def run_optuna(method: str, space: list[WholeParam], baseline: dict, trials: int
 def run_protein(space: list[WholeParam], baseline: dict, trials: int, timesteps: int, seed: int, work: Path,
                 timeout: float, threads: int) -> list[dict]:
     """PufferLib's Protein: suggest, clamp, train, observe (score e2e, cost wall time)."""
-    import numpy as np
+    # Only Protein needs torch and PufferLib's sweep: seconds to import, and the other
+    # methods (and the tests, where PufferLib may be missing) run without them.
     import torch
     from pufferlib.sweep import Protein
 
@@ -437,9 +436,6 @@ def baseline_state(steps: int, seed: int, run_dir: Path) -> dict:
     behavioural analysis, so this run's agent steps are charged to drex-opt
     (:func:`baseline_state_charge`). A run reused from ``--work`` (``--resume``) says so.
     """
-    from drex_opt.rules import config
-    from drex_opt.run import runner
-
     cfg = config.resolve("quick", None, {"train": {"total_timesteps": steps, "seed": seed}})
     s = finished_run(run_dir, cfg)
     reused = s is not None
@@ -591,7 +587,7 @@ def best_trials(runs: dict[str, dict[int, list[dict]]], n: int = 5) -> list[tupl
     """The ``n`` best completed trials of all methods by end-to-end, then delivery, then grip."""
     done = [(m, s, r) for m, by_seed in runs.items() for s, recs in by_seed.items() for r in recs
             if r["state"] == "COMPLETE" and not r.get("shared_with")]
-    done.sort(key=lambda x: tuple(x[2][k] for k, _ in OBJECTIVES), reverse=True)
+    done.sort(key=lambda x: objectives.rank_key([x[2][k] for k in objectives.OBJECTIVES]), reverse=True)
     return done[:n]
 
 
@@ -745,7 +741,7 @@ def accounting_markdown(settings: dict, state: dict, summary: dict, runs: dict[s
         wall = state.get("wall_time_s")
         lines.append(
             f"drex-opt's study takes its focus and budget from the behavioural analysis of the baseline-state run "
-            f"(`study.plan(from_run=...)`); random search, TPE and Protein never read that run (they search the "
+            f"(`planning.plan(from_run=...)`); random search, TPE and Protein never read that run (they search the "
             f"whole safe space from the baseline configuration). That run's **{int(state['steps']):,} agent steps**"
             + (f" ({wall:.1f} s)" if isinstance(wall, (int, float)) else "")
             + f" are charged to {', '.join(needs)} before its first trial, in every seed: in its steps to each "
@@ -768,9 +764,6 @@ def markdown(info: dict, settings: dict, state: dict, space: list[WholeParam], s
              runs: dict[str, dict[int, list[dict]]], name: str, previous: dict | None = None,
              left_out: dict | None = None) -> str:
     """The report. ``previous``: the same result's summary under the earlier accounting, shown as ``(was …)``."""
-    from drex_opt.rules import config
-    from machine import header_markdown
-
     baseline = config.load_baseline("quick")
     walls = [(r.get("wall_time_s") or 0, bool(r.get("resumed"))) for by_seed in runs.values()
              for recs in by_seed.values() for r in recs if not r.get("shared_with")]
@@ -915,6 +908,7 @@ def _range_text(p: WholeParam) -> str:
 def plot(runs: dict[str, dict[int, list[dict]]], path: Path,
          charged: dict[str, dict[str, float]] | None = None) -> None:
     """Best-so-far against agent steps; ``charged`` steps (the baseline-state run) come before a method's trials."""
+    # Only the picture needs matplotlib, with its file backend chosen before pyplot loads.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -949,7 +943,7 @@ def plot(runs: dict[str, dict[int, list[dict]]], path: Path,
 
 # ---------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_efficiency", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 4 trials per method (a few minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", help="benchmark seeds (default: 1 quick, 1 2 3 full)")
     parser.add_argument("--trials", type=int,
@@ -997,13 +991,6 @@ def prepare_work(work: Path, resume: bool, entry: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from datetime import datetime, timezone
-
-    from drex_opt.rules import config
-    from drex_opt.search import spaces
-    from drex_opt.search import study
-    from machine import describe
-
     args = parse_args(argv)
     if args.recompute:
         return recompute(args.recompute)
@@ -1019,7 +1006,7 @@ def main(argv: list[str] | None = None) -> None:
     with keep or tempfile.TemporaryDirectory(prefix="drex-bench-search-") as tmp:
         work = Path(tmp)
         earlier = prepare_work(work, args.resume, {
-            "started": started_at, "command": " ".join(sys.argv), "seeds": args.seeds, "trials": args.trials,
+            "started": started_at, "command": " ".join(command_line()), "seeds": args.seeds, "trials": args.trials,
             "methods": args.methods, "resume": args.resume})
         print(f"baseline state: quick baseline, {args.baseline_steps:,} steps", flush=True)
         state = baseline_state(args.baseline_steps, args.seeds[0], work / "baseline")
@@ -1029,7 +1016,7 @@ def main(argv: list[str] | None = None) -> None:
         budget = focus_space.budget_for("quick", state["severity"])
         timesteps = args.timesteps or budget.timesteps
         trials = args.trials or (4 if args.quick else budget.trials)
-        timeout = args.trial_timeout or study.TRIAL_TIMEOUT_BASE_S + timesteps / study.TRIAL_TIMEOUT_MIN_SPS
+        timeout = args.trial_timeout or planning.TRIAL_TIMEOUT_BASE_S + timesteps / planning.TRIAL_TIMEOUT_MIN_SPS
         threads = max(1, os.cpu_count() or 1)
         for seed in args.seeds:
             for m in args.methods:
@@ -1074,8 +1061,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def legacy_reuse(data: dict) -> dict:
     """What a result written before reuse was recorded can still tell about it."""
-    from datetime import datetime, timedelta
-
     settings, info = data["settings"], data["machine"]
     command = info.get("command", "").split()
     work = command[command.index("--work") + 1] if "--work" in command[:-1] else None
@@ -1106,8 +1091,6 @@ def recompute(path: Path) -> None:
     ``summary_previous_accounting`` (recomputed from the same records the earlier way), so
     the report shows both where they differ. Trains nothing.
     """
-    from datetime import datetime, timezone
-
     data = json.loads(path.read_text(encoding="utf-8"))
     stored = {m: {int(s): recs for s, recs in by_seed.items()} for m, by_seed in data["runs"].items()}
     settings = data["settings"]

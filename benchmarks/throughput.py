@@ -1,11 +1,11 @@
 """Throughput: end-to-end training SPS of the quick baseline, and trials per hour of
 ``drex-opt study`` with ``--jobs 1`` against ``--jobs 2`` on this machine.
 
-Run: .venv/bin/python benchmarks/throughput.py [--quick] [--seeds 1 2]
+Run from the repository root: .venv/bin/python -m benchmarks.throughput [--quick] [--seeds 1 2]
 
 Everything here is wall-time based and moves with the machine's other load (recorded as
 the load average around each measurement). Env-only steps/s against the number of drones
-is ``benchmarks/env_throughput.py``. Writes ``benchmarks/results/throughput[_quick].{json,md}``.
+is ``benchmarks.env_throughput``. Writes ``benchmarks/results/throughput[_quick].{json,md}``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import optuna
 
-from common import ROOT, md_table, result_name, spread_text, write_results  # noqa: E402
+from benchmarks.common import RESULTS, md_table, result_name, spread_text, write_results
+from benchmarks.machine import describe, header_markdown
+from drex_opt.rules import config
+from drex_opt.run import runner
 
 # A space without topology keys: every trial steps the same number of agents, so the two
 # job counts train comparable work (its start-up trials are seeded random samples).
@@ -36,9 +39,6 @@ def load() -> list[float]:
 
 def baseline_sps(seed: int, run_dir: Path) -> dict:
     """One real run of the quick baseline at its own budget."""
-    from drex_opt.rules import config
-    from drex_opt.run import runner
-
     cfg = config.resolve("quick", None, {"train": {"seed": seed}})
     before = load()
     s = runner.run_training(cfg, run_dir).summary
@@ -51,8 +51,6 @@ def baseline_sps(seed: int, run_dir: Path) -> dict:
 def study_run(jobs: int, trials: int, timesteps: int, seed: int, work: Path) -> dict:
     """``drex-opt study`` as a user runs it (a fresh SQLite study, no early stopping or seed
     repeats, so both job counts do the same work); wall time of the whole command."""
-    import optuna
-
     db = work / f"tp-j{jobs}-s{seed}.db"
     name = f"throughput-j{jobs}-s{seed}"
     cmd = [str(Path(sys.executable).with_name("drex-opt")), "study", "--focus", FOCUS, "--trials", str(trials),
@@ -84,8 +82,6 @@ def study_run(jobs: int, trials: int, timesteps: int, seed: int, work: Path) -> 
 
 
 def markdown(info: dict, settings: dict, sps_runs: list[dict], studies: list[dict]) -> str:
-    from machine import header_markdown
-
     lines = ["# Throughput: training SPS and trials per hour\n", header_markdown(info),
              f"- mode: {'quick (smoke)' if settings['quick'] else 'full'}; seeds {settings['seeds']}; "
              f"wall time {settings['wall_time_min']:.1f} min\n",
@@ -132,7 +128,7 @@ def markdown(info: dict, settings: dict, sps_runs: list[dict], studies: list[dic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 4 short trials per study")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 1 quick, 1 2 full)")
     parser.add_argument("--trials", type=int, help="trials per study (default: 4 quick, 8 full)")
@@ -145,8 +141,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from machine import describe
-
     args = parse_args(argv)
     started = time.time()
     sps_runs, studies = [], []
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     name = result_name("throughput", args.quick)
     write_results(name, {"machine": info, "settings": settings, "baseline_sps": sps_runs, "studies": studies},
                   markdown(info, settings, sps_runs, studies))
-    print(f"wrote {ROOT / 'benchmarks' / 'results' / name}.{{json,md}}")
+    print(f"wrote {RESULTS / name}.{{json,md}}")
 
 
 if __name__ == "__main__":

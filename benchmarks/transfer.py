@@ -1,6 +1,6 @@
 """Transfer: does each search method's winner make a better *next run*?
 
-Run: .venv/bin/python benchmarks/transfer.py [--quick] [--seeds 101] [--timesteps N]
+Run from the repository root: .venv/bin/python -m benchmarks.transfer [--quick] [--seeds 101] [--timesteps N]
 
 A search trial is short (the focus's quick budget); what the user gets is the next
 autopilot run, trained for the quick baseline's whole budget with the exported winner.
@@ -18,31 +18,29 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import search_efficiency as se  # noqa: E402
-from common import RESULTS, md_table, pct, result_name, write_results  # noqa: E402
+from benchmarks import search_efficiency as se
+from benchmarks.common import RESULTS, md_table, pct, result_name, write_results
+from benchmarks.machine import describe, header_markdown
+from drex_opt.rules import config, objectives
 
 OBJECTIVE_KEYS = tuple(key for key, _ in se.OBJECTIVES)  # end-to-end, delivery, grip: export's pick order
 HELD_OUT_SEEDS = (101,)  # no search trial trains with these
 
 
 def winner(records: list[dict]) -> dict | None:
-    """The best completed trial by end-to-end, then delivery, then grip; None if none completed."""
+    """The best completed trial by end-to-end, then delivery, then grip (``objectives.rank_key``,
+    as ``drex-opt export`` ranks); None if none completed."""
     done = [r for r in records if r.get("state") == "COMPLETE"
-            and all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in OBJECTIVE_KEYS)]
-    return max(done, key=lambda r: tuple(r[k] for k in OBJECTIVE_KEYS), default=None)
+            and all(isinstance(r.get(k), (int, float)) and math.isfinite(r[k]) for k in objectives.OBJECTIVES)]
+    return max(done, key=lambda r: objectives.rank_key([r[k] for k in objectives.OBJECTIVES]), default=None)
 
 
 def run_all(search: dict, seeds: list[int], timesteps: int, timeout: float, work: Path, quick: bool) -> list[dict]:
     """One row per (method, search seed) plus the baseline; each with one run per held-out seed."""
-    from drex_opt.rules import config
-
     baseline = config.load_baseline("quick")
     threads = max(1, os.cpu_count() or 1)
     jobs: list[tuple[str, str | None, dict | None]] = [("baseline", None, {})]
@@ -87,8 +85,6 @@ def row_value(row: dict, key: str) -> float | None:
 
 
 def markdown(info: dict, settings: dict, rows: list[dict]) -> str:
-    from machine import header_markdown
-
     lines = ["# Transfer: each search method's winner trained as the next run\n", header_markdown(info),
              f"- mode: {'quick (smoke)' if settings['quick'] else 'full'}; next-run budget "
              f"{settings['timesteps']:,} agent steps (the quick baseline's); held-out seeds {settings['seeds']}; "
@@ -115,10 +111,7 @@ def markdown(info: dict, settings: dict, rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from drex_opt.rules import config
-    from machine import describe
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.transfer", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="first search seed only, 500,000-step next runs")
     parser.add_argument("--source", type=Path, help="search results .json (default: search_efficiency[_quick].json)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(HELD_OUT_SEEDS), help="held-out training seeds")

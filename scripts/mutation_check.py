@@ -38,9 +38,8 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTEST = ("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider")
 RUN_TIMEOUT_S = 900
 
-SAFETY = "drex_opt/safety.py"
-BEHAVIOR = "drex_opt/behavior.py"
-CONFIG = "drex_opt/config.py"
+SAFETY = "drex_opt/rules/safety.py"
+BEHAVIOR = "drex_opt/rules/behavior.py"
 CONTRACT_TESTS = ("tests/test_brief_contract.py",)
 PRECEDENCE_TESTS = ("tests/test_behavior_precedence.py",)
 
@@ -69,7 +68,7 @@ HAND_MUTATIONS = [
              'RESUME_POINTS = ("latest", "best")', 'RESUME_POINTS = ("latest", "best", "last")', CONTRACT_TESTS),
     Mutation("safety.no-divisibility-rule", SAFETY,
              "workers > 0 and envs % workers:", "workers > 0 and envs % workers and False:", CONTRACT_TESTS),
-    Mutation("config.batch-without-bptt", CONFIG,
+    Mutation("safety.batch-without-bptt", SAFETY,
              'TOPOLOGY = (("env", "num_envs"), ("env", "num_drones"), ("vec", "num_envs"), ("train", "bptt_horizon"))',
              'TOPOLOGY = (("env", "num_envs"), ("env", "num_drones"), ("vec", "num_envs"))', CONTRACT_TESTS),
     # behavior-rules.md
@@ -95,27 +94,27 @@ HAND_MUTATIONS = [
 # Append Mutation(...) records here; they run after the others.
 EXTRA_MUTATIONS: list[Mutation] = [
     # A sampled value the clamp changes must fail the trial, never train on another value.
-    Mutation("study.clamp-changes-sampled-value-silently", "drex_opt/study.py",
+    Mutation("study.clamp-changes-sampled-value-silently", "drex_opt/search/trial.py",
              "        if changed:\n", "        if False:\n", ("tests/test_study_clamp.py",)),
     # Clamp adjustments are recorded on the trial.
-    Mutation("study.clamp-adjustments-dropped", "drex_opt/study.py",
+    Mutation("study.clamp-adjustments-dropped", "drex_opt/search/trial.py",
              "        return effective, adjustments\n", "        return effective, []\n",
              ("tests/test_study_clamp.py",)),
     # Storage passwords never reach the study's attributes or the dashboard.
-    Mutation("study.command-stored-unredacted", "drex_opt/study.py",
+    Mutation("study.command-stored-unredacted", "drex_opt/search/planning.py",
              "command=storage_mod.redact_command(settings.command)", "command=list(settings.command)",
              ("tests/test_redact.py",)),
-    Mutation("storage.redact-keeps-password", "drex_opt/storage.py",
+    Mutation("storage.redact-keeps-password", "drex_opt/search/storage.py",
              'return _QUERY_PASSWORD.sub(r"\\1***", _URL_PASSWORD.sub(r"\\1:***@", text))', "return text",
              ("tests/test_redact.py",)),
     # A proposal that changes the topology must carry its derived sizes (validate).
-    Mutation("safety.missing-sizes-accepted", "drex_opt/safety.py",
+    Mutation("safety.missing-sizes-accepted", SAFETY,
              "    check_missing = require_sizes and baseline is not None and not complete",
              "    check_missing = False",
              ("tests/test_safety.py::test_required_sizes_only_where_the_proposal_changes_them",
               "tests/test_cli_config.py::test_a_topology_change_must_carry_its_batch_sizes")),
     # The training child refuses batch sizes that do not match the agents it steps.
-    Mutation("train.child-rederives-sizes-silently", "drex_opt/train.py",
+    Mutation("train.child-rederives-sizes-silently", "drex_opt/run/train.py",
              "        if env_name == BUILTIN_ENV:\n            raise TrainingFailed(",
              "        if False:\n            raise TrainingFailed(", ("tests/test_train_child.py",)),
 ]

@@ -62,7 +62,7 @@ def test_two_iterations_with_optimize(pilot):
     # the first run's exported winner is what the second run trained with
     assert json.loads((runs[1] / "override.json").read_text()) == results[0]["export"]["overrides"]
     second = json.loads((runs[1] / "config.json").read_text())
-    assert second == config.merge(base, {**results[0]["export"]["overrides"],
+    assert second == safety.merge(base, {**results[0]["export"]["overrides"],
                                          "train": {**results[0]["export"]["overrides"]["train"],
                                                    "total_timesteps": 150000}})
     proposal = json.loads((pilot / "autopilot" / "proposals" / "next_config.json").read_text())

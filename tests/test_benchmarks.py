@@ -6,19 +6,14 @@ import contextlib
 import io
 import json
 import math
-import sys
-from pathlib import Path
 
+import optuna
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import common  # noqa: E402
-import early_stopping  # noqa: E402
-import search_efficiency as se  # noqa: E402
-
-from drex_opt.rules import config
-from drex_opt.rules import safety  # noqa: E402
+from benchmarks import common, early_stopping, search_efficiency as se, transfer
+from drex_opt.rules import config, safety
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +37,17 @@ def test_whole_space_covers_the_searchable_keys():
 
 
 def test_random_proposals_over_the_whole_space_clamp_to_valid_configs(baseline):
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = se.whole_space(cores=2)
     study = optuna.create_study(directions=["maximize"] * 3, sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(40):
         trial = study.ask()
         overrides, _ = se.trial_overrides(se.suggest_optuna(trial, space), baseline, 300_000, 7)
-        cfg = config.merge(baseline, overrides)
+        cfg = safety.merge(baseline, overrides)
         assert safety.validate(cfg, complete=True) == []
         assert cfg["train"]["total_timesteps"] == 300_000 and cfg["train"]["seed"] == 7
         assert 128 <= cfg["train"]["batch_size"] <= 32 * 64 * 8 * 128
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def test_protein_suggest_observe_round_trip_through_clamp(baseline, monkeypatch):
@@ -71,7 +64,7 @@ def test_protein_suggest_observe_round_trip_through_clamp(baseline, monkeypatch)
         first, _ = protein.suggest(None)
     overrides, _ = se.trial_overrides(se.protein_decode(first, space), baseline, 300_000, 1)
     # The first suggestion is the search centre: the baseline itself, once clamped.
-    used = config.merge(baseline, overrides)
+    used = safety.merge(baseline, overrides)
     for p in space:
         section, name = p.key.split(".")
         assert used[section][name] == pytest.approx(baseline[section][name]), p.key
@@ -79,7 +72,7 @@ def test_protein_suggest_observe_round_trip_through_clamp(baseline, monkeypatch)
     with contextlib.redirect_stdout(io.StringIO()):
         second, _ = protein.suggest(None)
     overrides, _ = se.trial_overrides(se.protein_decode(second, space), baseline, 300_000, 1)
-    assert safety.validate(config.merge(baseline, overrides), complete=True) == []
+    assert safety.validate(safety.merge(baseline, overrides), complete=True) == []
     protein.observe(se.protein_encode(overrides, space, baseline), 0.0, 9.0, is_failure=True)
 
 
@@ -151,8 +144,6 @@ def test_early_stopping_judge():
 
 
 def test_transfer_picks_the_winner_as_export_does_and_swaps_budget_and_seed(baseline):
-    import transfer
-
     def rec(state, e2e, delivery, grip, lr):
         return {"state": state, "end_to_end_success": e2e, "delivery_success": delivery, "grip_success": grip,
                 "overrides": {"train": {"learning_rate": lr, "total_timesteps": 300_000, "seed": 3}}}
@@ -173,8 +164,6 @@ def test_transfer_picks_the_winner_as_export_does_and_swaps_budget_and_seed(base
 
 
 def test_transfer_counts_a_failed_next_run_as_zero():
-    import transfer
-
     row = {"runs": [{"end_to_end_success": 0.8}, {"end_to_end_success": None}]}
     assert transfer.row_value(row, "end_to_end_success") == pytest.approx(0.4)
     assert transfer.row_value({"runs": []}, "end_to_end_success") is None
@@ -199,10 +188,6 @@ def test_ladder_counts_steps_to_fixed_levels_and_judges_them():
 # ---------------------------------------------------------------- search efficiency: accounting
 def _frozen(number: int, state: str, steps: int | None, reason: str | None = None, values=None):
     """An Optuna trial as drex-opt's study stores it (user attributes as ``TrialRunner`` sets them)."""
-    import optuna
-    from optuna.distributions import FloatDistribution
-    from optuna.trial import TrialState
-
     attrs = {"overrides": {"train": {"learning_rate": 1e-3}}}
     if steps is not None:  # set once training returned: a trial killed mid-run has none
         attrs.update(status="completed" if state == "COMPLETE" else "failed", agent_steps=steps, wall_time_s=3.0)
@@ -311,7 +296,7 @@ def test_recompute_of_an_earlier_result_keeps_the_old_numbers_beside_the_new(tmp
         return [{**r, "resumed": i < 1} for i, r in enumerate(_records(list(values), steps=100_000))]
 
     data = {"machine": {"date": "2026-11-26T17:28:35+00:00", "cpu": "c", "cores": 2, "platform": "p", "python": "3",
-                        "versions": {}, "command": "python search_efficiency.py --work /tmp/w"},
+                        "versions": {}, "command": "python -m benchmarks.search_efficiency --work /tmp/w"},
             "settings": {"quick": False, "seeds": [1], "trials": 3, "timesteps": 100, "trial_timeout": 1.0,
                          "space_focus": "fix_grip_activation", "wall_time_min": 30.0},
             "baseline_state": {"steps": 1_000_000, "seed": 1, "wall_time_s": 5.0, "grip_success": 0.1,

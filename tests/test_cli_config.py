@@ -37,7 +37,7 @@ def test_valid_proposal_prints_overrides_with_derived_sizes(tmp_path):
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     expected = QUICK["env"]["num_envs"] * QUICK["env"]["num_drones"] * QUICK["vec"]["num_envs"] * QUICK["train"]["bptt_horizon"]
-    assert printed == {"train": {"gamma": 0.98, **{name: expected for name in config.DERIVED}}}
+    assert printed == {"train": {"gamma": 0.98, **{name: expected for name in safety.DERIVED}}}
     assert "valid against the quick baseline" in result.stderr
 
 
@@ -52,7 +52,7 @@ def test_a_topology_change_must_carry_its_batch_sizes(tmp_path):
     assert "env.num_drones" in line and line.endswith(f"= {expected} (validate --clamp adds them)")
 
     # with the sizes the same proposal is valid
-    sizes = {name: expected for name in config.DERIVED}
+    sizes = {name: expected for name in safety.DERIVED}
     assert run("validate", proposal(tmp_path, {"env": {"num_drones": 2}, "train": sizes}, "sized.json")).exit_code == 0
     # a change that keeps the product (twice the arenas, half the drones) needs none
     same = {"env": {"num_drones": QUICK["env"]["num_drones"] // 2, "num_envs": QUICK["env"]["num_envs"] * 2}}
@@ -63,13 +63,13 @@ def test_a_topology_change_must_carry_its_batch_sizes(tmp_path):
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["valid"] is False and data["overrides"]["train"] == sizes
-    assert [p.split(":")[0] for p in data["problems"]] == [", ".join(f"train.{n}" for n in config.DERIVED)]
+    assert [p.split(":")[0] for p in data["problems"]] == [", ".join(f"train.{n}" for n in safety.DERIVED)]
 
 
 def test_empty_proposal_is_valid(tmp_path):
     result = run("validate", proposal(tmp_path, "{}"))
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == {"train": {name: QUICK["train"]["batch_size"] for name in config.DERIVED}}
+    assert json.loads(result.stdout) == {"train": {name: QUICK["train"]["batch_size"] for name in safety.DERIVED}}
 
 
 def test_invalid_proposal_one_line_per_problem(tmp_path):
@@ -202,7 +202,8 @@ def test_spaces_json_list():
     result = run("spaces", "--json")
     data = json.loads(result.stdout)
     assert [item["focus"] for item in data] == list(spaces.FOCI)
-    assert data[0]["budget"]["full_timesteps"] == spaces.load("diagnostic_grip").budget.full_timesteps
+    by_focus = {item["focus"]: item for item in data}
+    assert by_focus["diagnostic_grip"]["budget"]["full_timesteps"] == spaces.load("diagnostic_grip").budget.full_timesteps
 
 
 def test_spaces_one_focus():

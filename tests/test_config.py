@@ -44,7 +44,7 @@ def test_full_baseline_runs_long_on_a_larger_topology():
 
 def test_load_baseline_by_path_and_fills_missing_sizes(tmp_path):
     data = raw("quick")
-    for name in config.DERIVED:
+    for name in safety.DERIVED:
         del data["train"][name]
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(data))
@@ -98,7 +98,7 @@ def test_merge_is_deep_and_pure():
     base = {"train": {"a": 1, "b": 2}, "env": {"n": 1}}
     overrides = {"train": {"b": 3, "c": 4}, "vec": {"w": 2}}
     snapshot = copy.deepcopy((base, overrides))
-    merged = config.merge(base, overrides)
+    merged = safety.merge(base, overrides)
     assert merged == {"train": {"a": 1, "b": 3, "c": 4}, "env": {"n": 1}, "vec": {"w": 2}}
     assert (base, overrides) == snapshot
     merged["train"]["a"] = 99
@@ -107,20 +107,20 @@ def test_merge_is_deep_and_pure():
 
 
 def test_merge_replaces_non_object_sections():
-    assert config.merge({"train": {"a": 1}}, {"train": 5}) == {"train": 5}
-    assert config.merge({"train": 5}, {"train": {"a": 1}}) == {"train": {"a": 1}}
+    assert safety.merge({"train": {"a": 1}}, {"train": 5}) == {"train": 5}
+    assert safety.merge({"train": 5}, {"train": {"a": 1}}) == {"train": {"a": 1}}
 
 
 def test_derive_batch_sizes():
     cfg = {"env": {"num_envs": 4, "num_drones": 8}, "vec": {"num_envs": 56}, "train": {"bptt_horizon": 16}}
-    assert config.derive_batch_sizes(cfg) == {name: 28672 for name in config.DERIVED}
+    assert safety.derive_batch_sizes(cfg) == {name: 28672 for name in safety.DERIVED}
 
 
 @pytest.mark.parametrize("bad", [None, 0, -2, 2.0, True, "4"])
 def test_derive_batch_sizes_needs_positive_integer_factors(bad):
     cfg = {"env": {"num_envs": 4, "num_drones": bad}, "vec": {"num_envs": 56}, "train": {"bptt_horizon": 16}}
-    assert config.derive_batch_sizes(cfg) == {}
-    assert config.derive_batch_sizes({"env": 3}) == {}
+    assert safety.derive_batch_sizes(cfg) == {}
+    assert safety.derive_batch_sizes({"env": 3}) == {}
 
 
 # ---------------------------------------------------------------- resolve
@@ -134,7 +134,7 @@ def test_resolve_derives_sizes_after_a_topology_change():
     cfg = config.resolve("quick", {"env": {"num_drones": 2}, "train": {"bptt_horizon": 8}})
     assert cfg["env"]["num_drones"] == 2
     expected = base["env"]["num_envs"] * 2 * base["vec"]["num_envs"] * 8
-    assert {cfg["train"][name] for name in config.DERIVED} == {expected}
+    assert {cfg["train"][name] for name in safety.DERIVED} == {expected}
     assert cfg["train"]["learning_rate"] == base["train"]["learning_rate"]
 
 
@@ -162,7 +162,7 @@ def test_resolve_reports_every_problem_on_one_line():
 
 def test_resolve_checks_given_batch_sizes():
     base = config.load_baseline("quick")
-    expected = product(config.merge(base, {"train": {"bptt_horizon": 64}}))
+    expected = product(safety.merge(base, {"train": {"bptt_horizon": 64}}))
     with pytest.raises(UserError, match=f"train.batch_size: 1 must equal .* = {expected}"):
         config.resolve("quick", {"train": {"bptt_horizon": 64, "batch_size": 1}})
 

@@ -160,7 +160,7 @@ def test_export_from_a_real_study(tmp_path):
     base = config.load_baseline("quick")
     assert safety.validate(proposal, base) == []
     assert {f"{s}.{k}" for s, v in proposal.items() for k in v} <= safety.ALLOWED_KEYS
-    assert proposal["train"]["batch_size"] == config.derive_batch_sizes(config.merge(base, proposal))["batch_size"]
+    assert proposal["train"]["batch_size"] == safety.derive_batch_sizes(safety.merge(base, proposal))["batch_size"]
     assert (tmp_path / "autopilot" / "notes.txt").read_text().count("=== ") == 1
 
 

@@ -222,12 +222,12 @@ def test_two_processes_on_one_journal_file(tmp_path):
 OPEN_AT_ONCE = """
 import sys, time
 from pathlib import Path
-from drex_opt.search import study as study_mod
+from drex_opt.search import planning, study as study_mod
 url, name, ready, go = sys.argv[1:5]
 Path(ready).touch()
 while not Path(go).exists():
     time.sleep(0.005)
-plan = study_mod.plan(study_mod.StudySettings(focus="improve_grip", storage=url, study_name=name, trials=1,
+plan = planning.plan(planning.StudySettings(focus="improve_grip", storage=url, study_name=name, trials=1,
                                               timesteps=120000))
 study_mod.open_study(plan)
 """

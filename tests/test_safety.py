@@ -19,10 +19,10 @@ QUICK = config.load_baseline("quick")
 FULL = config.load_baseline("full")
 # The quick baseline is tuned over time; rule tests pin its topology to know the numbers.
 SIZE = 8 * 16 * 4 * 32
-BASE = config.merge(QUICK, {
+BASE = safety.merge(QUICK, {
     "env": {"num_envs": 8, "num_drones": 16},
     "vec": {"num_envs": 4, "num_workers": 2},
-    "train": {"bptt_horizon": 32, **{name: SIZE for name in config.DERIVED}},
+    "train": {"bptt_horizon": 32, **{name: SIZE for name in safety.DERIVED}},
 })
 
 
@@ -218,7 +218,7 @@ def test_full_config_requires_every_key():
 
 def test_full_config_may_omit_the_derived_sizes():
     cfg = copy.deepcopy(BASE)
-    for name in config.DERIVED:
+    for name in safety.DERIVED:
         del cfg["train"][name]
     assert safety.validate(cfg, complete=True) == []
 
@@ -257,7 +257,7 @@ def test_required_sizes_only_where_the_proposal_changes_them():
 def test_batch_sizes_may_be_omitted_or_must_match():
     assert messages({"env": {"num_drones": 4}}) == []
     expected = SIZE // 4
-    sizes = {name: expected for name in config.DERIVED}
+    sizes = {name: expected for name in safety.DERIVED}
     assert messages({"env": {"num_drones": 4}, "train": sizes}) == []
     found = messages({"env": {"num_drones": 4}, "train": {"batch_size": SIZE}})
     assert found == [f"train.batch_size: {SIZE} must equal env.num_envs × env.num_drones × vec.num_envs × train.bptt_horizon = {expected}"]
@@ -293,7 +293,7 @@ def test_rules_skip_keys_already_reported():
 
 def test_with_derived_fills_sizes_from_the_merged_config():
     out = safety.with_derived({"train": {"bptt_horizon": 8}}, BASE)
-    assert out["train"] == {"bptt_horizon": 8, **{name: SIZE // 4 for name in config.DERIVED}}
+    assert out["train"] == {"bptt_horizon": 8, **{name: SIZE // 4 for name in safety.DERIVED}}
     assert safety.with_derived({"env": {"num_envs": 2}}) == {"env": {"num_envs": 2}}
 
 
@@ -346,7 +346,7 @@ def test_clamp_uses_the_baseline_value_for_unusable_values(key, bad):
 
 def test_clamp_drops_unknown_things():
     out, notes = clamped({"policy": {"x": 1}, "env": {"reward_grip": 2, "num_drones": 4}, "vec": 7})
-    assert out == {"env": {"num_drones": 4}, "train": {name: SIZE // 4 for name in config.DERIVED}}
+    assert out == {"env": {"num_drones": 4}, "train": {name: SIZE // 4 for name in safety.DERIVED}}
     assert notes == [
         "policy: unknown section; dropped",
         "env.reward_grip: unknown key; dropped",
@@ -356,7 +356,7 @@ def test_clamp_drops_unknown_things():
 
 def test_clamp_of_a_non_object_proposal():
     out, notes = clamped([1, 2])
-    assert out == {"train": {name: SIZE for name in config.DERIVED}}
+    assert out == {"train": {name: SIZE for name in safety.DERIVED}}
     assert notes == ["proposal: an array instead of an object; ignored"]
 
 
@@ -391,7 +391,7 @@ def test_clamp_moves_num_envs_to_the_nearest_multiple_in_range(envs, workers, ex
 
 def test_clamp_derives_batch_sizes_and_replaces_wrong_ones():
     out, notes = clamped({"train": {"bptt_horizon": 64, "batch_size": 5, "minibatch_size": SIZE * 2}})
-    assert {out["train"][name] for name in config.DERIVED} == {SIZE * 2}
+    assert {out["train"][name] for name in safety.DERIVED} == {SIZE * 2}
     assert notes == [f"train.batch_size: 5 must equal {safety._BATCH_FORMULA}; set to the derived {SIZE * 2}"]
 
 
@@ -400,7 +400,7 @@ def test_clamp_records_nothing_for_a_valid_proposal():
     before = copy.deepcopy(proposal)
     out, notes = clamped(proposal)
     assert notes == []
-    assert out == {**proposal, "train": {**proposal["train"], **{name: SIZE for name in config.DERIVED}}}
+    assert out == {**proposal, "train": {**proposal["train"], **{name: SIZE for name in safety.DERIVED}}}
     assert proposal == before
 
 
@@ -422,7 +422,7 @@ def test_clamp_output_validates_and_clamp_is_idempotent(proposal, cores, baselin
     before = repr(proposal)
     out, _ = safety.clamp(proposal, baseline, cores=cores)
     assert safety.validate(out, baseline) == []
-    assert config.merge(baseline, out)["vec"]["num_workers"] <= cores
+    assert safety.merge(baseline, out)["vec"]["num_workers"] <= cores
     again, notes = safety.clamp(out, baseline, cores=cores)
     assert again == out
     assert notes == []
@@ -431,13 +431,13 @@ def test_clamp_output_validates_and_clamp_is_idempotent(proposal, cores, baselin
 
 # ---------------------------------------------------------------- relative overrides
 def test_overrides_relative_keeps_only_differences():
-    effective = config.merge(BASE, safety.with_derived({"env": {"num_drones": 4}, "train": {"gamma": 0.99}}, BASE))
+    effective = safety.merge(BASE, safety.with_derived({"env": {"num_drones": 4}, "train": {"gamma": 0.99}}, BASE))
     relative = safety.overrides_relative(effective, BASE)
-    assert relative == {"env": {"num_drones": 4}, "train": {name: SIZE // 4 for name in config.DERIVED}}
+    assert relative == {"env": {"num_drones": 4}, "train": {name: SIZE // 4 for name in safety.DERIVED}}
 
 
 def test_overrides_relative_number_types_and_new_keys():
-    effective = config.merge(BASE, {"train": {"vf_coef": 2, "anneal_lr": 1}, "extra": {"a": 1}})
+    effective = safety.merge(BASE, {"train": {"vf_coef": 2, "anneal_lr": 1}, "extra": {"a": 1}})
     relative = safety.overrides_relative(effective, BASE)
     # 2 equals the baseline's 2.0, but the integer 1 is not the boolean true.
     assert relative == {"train": {"anneal_lr": 1}, "extra": {"a": 1}}
@@ -448,7 +448,7 @@ def test_review_results():
     ok = safety.review({"train": {"gamma": 0.98}}, BASE)
     assert ok.valid and ok.problems == [] and ok.overrides["train"]["batch_size"] == SIZE
     # a proposal is held to the brief: a topology change carries its derived sizes
-    sized = {"env": {"num_drones": 2}, "train": {name: SIZE // 8 for name in config.DERIVED}}
+    sized = {"env": {"num_drones": 2}, "train": {name: SIZE // 8 for name in safety.DERIVED}}
     assert safety.review(sized, BASE).valid
     unsized = safety.review({"env": {"num_drones": 2}}, BASE)
     assert not unsized.valid and [p.split(":")[0] for p in unsized.problems] == [

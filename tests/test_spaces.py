@@ -125,7 +125,7 @@ def test_optuna_is_not_imported_by_loading_spaces():
 
 # ---------------------------------------------------------------- loading errors
 def test_unknown_focus_lists_the_valid_ones():
-    with pytest.raises(UserError, match="unknown focus 'grip'; valid foci: diagnostic_grip, improve_grip"):
+    with pytest.raises(UserError, match="unknown focus 'grip'; valid foci: optimize_performance, fix_grip_activation"):
         spaces.load("grip")
 
 

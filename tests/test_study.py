@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 from drex_opt.rules import config
 from drex_opt.rules import safety
 from drex_opt.search import spaces
-from drex_opt.search import study as study_mod
+from drex_opt.rules.objectives import OBJECTIVES
+from drex_opt.search import planning
+from drex_opt.search import trial as trial_mod
 from drex_opt.errors import UserError
 
 from cli_helpers import no_training_process, one_line_error, run_cli, start_cli, wait_for_running_trial, wait_until
@@ -41,7 +43,7 @@ def test_study_end_to_end_resume_and_continue(tmp_path):
     assert sum(result["states"].values()) == 3
 
     study = load(url)
-    assert study.metric_names == list(study_mod.OBJECTIVES)
+    assert study.metric_names == list(OBJECTIVES)
     assert study.user_attrs["focus"] == "improve_grip" and "study" in study.user_attrs["command"]
     assert study.user_attrs["drex_opt"]
     trials = study.get_trials()
@@ -73,7 +75,7 @@ def test_study_end_to_end_resume_and_continue(tmp_path):
     assert sum(1 for t in trials if t.user_attrs.get("role") == "baseline") == 1
 
     # "continue" narrows the previous focus's space around its best trial
-    plan = study_mod.plan(study_mod.StudySettings(focus="continue", storage=url))
+    plan = planning.plan(planning.StudySettings(focus="continue", storage=url))
     assert plan.space_focus == "improve_grip" and plan.study_name == "drex-continue-quick"
     wide = spaces.load("improve_grip")
     for name, p in plan.space.params.items():
@@ -178,21 +180,21 @@ def write_summary(path: Path, **inputs) -> Path:
 
 def test_from_run_takes_focus_and_critical_means_diagnostic_budget(tmp_path):
     run = write_summary(tmp_path / "run", grip_attempts=0.0, hover_efficiency=0.0, collision_rate=0.0)
-    plan = study_mod.plan(study_mod.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db"))
+    plan = planning.plan(planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db"))
     assert plan.focus == "diagnostic_grip" and plan.severity == "critical"
     diag = spaces.load("diagnostic_grip").budget_for("quick")
     assert plan.timesteps == diag.timesteps
 
     run = write_summary(tmp_path / "carry", grip=0.6, deliv=0.05, grip_attempts=0.9, hover_efficiency=0.4)
-    plan = study_mod.plan(study_mod.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db"))
+    plan = planning.plan(planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db"))
     assert plan.focus == "improve_carrying" and plan.severity == "ok"
     assert plan.timesteps == spaces.load("improve_carrying").budget_for("quick").timesteps
     assert plan.study_name == "drex-improve_carrying-quick"
 
 
 def test_options_override_the_budget_and_name_is_stable(tmp_path):
-    s = study_mod.StudySettings(focus="improve_carrying", trials=2, timesteps=12345, baseline="full", seed=9)
-    a, b = study_mod.plan(s), study_mod.plan(s)
+    s = planning.StudySettings(focus="improve_carrying", trials=2, timesteps=12345, baseline="full", seed=9)
+    a, b = planning.plan(s), planning.plan(s)
     assert a.study_name == b.study_name == "drex-improve_carrying-full"
     assert (a.trials, a.timesteps, a.seed) == (2, 12345, 9)
     assert a.baseline["train"]["total_timesteps"] == config.load_baseline("full")["train"]["total_timesteps"]
@@ -201,7 +203,7 @@ def test_options_override_the_budget_and_name_is_stable(tmp_path):
 def test_keep_agents_scales_arenas_when_drones_are_searched():
     base = config.load_baseline("quick")
     proposal = {"env": {"num_drones": 4}}
-    study_mod._keep_agents(proposal, base)
+    trial_mod.keep_agents(proposal, base)
     agents = base["env"]["num_envs"] * base["env"]["num_drones"]
     assert proposal["env"]["num_envs"] * 4 == agents
 
@@ -221,9 +223,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
 
 def test_plan_refuses_bad_values_before_anything_runs(tmp_path):
     with pytest.raises(UserError):
-        study_mod.plan(study_mod.StudySettings(focus="improve_grip", timeout=-1))
+        planning.plan(planning.StudySettings(focus="improve_grip", timeout=-1))
     with pytest.raises(UserError):
-        study_mod.plan(study_mod.StudySettings(focus="improve_grip", seed=-3))
+        planning.plan(planning.StudySettings(focus="improve_grip", seed=-3))
     assert not (tmp_path / "studies").exists()
 
 
@@ -250,7 +252,7 @@ def test_repeats_retrain_the_pareto_front_with_new_seeds(tmp_path):
 
 
 def test_continue_without_history_narrows_the_broadest_space_around_the_baseline(tmp_path):
-    plan = study_mod.plan(study_mod.StudySettings(focus="continue", storage=f"sqlite:///{tmp_path}/s.db"))
+    plan = planning.plan(planning.StudySettings(focus="continue", storage=f"sqlite:///{tmp_path}/s.db"))
     assert plan.space_focus == "optimize_performance"
     base = config.load_baseline("quick")
     wide = spaces.load("optimize_performance")

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from drex_opt.rules import config
 from drex_opt.rules import safety
-from drex_opt.search import study as study_mod
+from drex_opt.rules.objectives import OBJECTIVES
 
 from cli_helpers import (
     ROOT,
@@ -144,7 +144,7 @@ def test_an_env_without_drone_statistics_fails_trials_for_missing_metrics(tmp_pa
         assert t.state == TrialState.FAIL
         reason = t.user_attrs["fail_reason"]
         assert reason.startswith("missing metrics"), reason
-        for objective in study_mod.OBJECTIVES:
+        for objective in OBJECTIVES:
             assert objective in reason
         # the run itself trained to its end: the failure is the metrics, not the training
         assert t.user_attrs["status"] == "completed" and t.user_attrs["agent_steps"] >= 3000
@@ -190,7 +190,7 @@ def test_export_relative_to_another_baseline(tmp_path):
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     winner = study.trials[1]
     quick = config.load_baseline("quick")
-    used = config.merge(quick, winner.user_attrs["overrides"])
+    used = safety.merge(quick, winner.user_attrs["overrides"])
     assert used["train"]["learning_rate"] != quick["train"]["learning_rate"]
     assert used["env"]["num_drones"] != quick["env"]["num_drones"]
 
@@ -202,8 +202,8 @@ def test_export_relative_to_another_baseline(tmp_path):
     b["train"]["vf_coef"] = 1.0
     b["vec"]["num_envs"] = 2
     b["train"]["total_timesteps"], b["train"]["seed"] = 1_000_000, 42
-    for key in config.DERIVED:
-        b["train"][key] = config.derive_batch_sizes(b)["batch_size"]
+    for key in safety.DERIVED:
+        b["train"][key] = safety.derive_batch_sizes(b)["batch_size"]
     b_path = tmp_path / "b.json"
     b_path.write_text(json.dumps(b))
     b_cfg = config.load_baseline(b_path)
@@ -226,16 +226,16 @@ def test_export_relative_to_another_baseline(tmp_path):
     # the study's budget and seed are not exported (B's own apply)
     assert "train.total_timesteps" not in flat and "train.seed" not in flat
     # every other key of the run it describes: merged onto B, the proposal is the trial's configuration
-    merged = config.merge(b_cfg, proposal)
+    merged = safety.merge(b_cfg, proposal)
     for section, values in used.items():
         for key, value in values.items():
             if (section, key) not in (("train", "total_timesteps"), ("train", "seed")):
                 assert merged[section][key] == value, (section, key)
     # derived batch sizes consistent with B's topology plus the proposal
-    size = config.derive_batch_sizes(merged)["batch_size"]
+    size = safety.derive_batch_sizes(merged)["batch_size"]
     assert size == (b["env"]["num_envs"] * b["env"]["num_drones"] * quick["vec"]["num_envs"]
                     * used["train"]["bptt_horizon"])
-    assert all(proposal["train"][key] == size for key in config.DERIVED)
+    assert all(proposal["train"][key] == size for key in safety.DERIVED)
     assert safety.validate(proposal, b_cfg) == []
     proc = run_cli("validate", str(out), "--baseline", str(b_path), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -310,7 +310,7 @@ def test_a_crashing_repeat_seed_is_left_out_of_the_repeats(tmp_path):
     assert record == result["repeats"]["0"]
     assert record["seeds"] == [seed, kept] and crashing not in record["seeds"]
     assert record["values"][0] == list(trial.values)
-    assert record["values"][1] == [good[name] for name in study_mod.OBJECTIVES]
+    assert record["values"][1] == [good[name] for name in OBJECTIVES]
     for i in range(3):
         assert record["mean"][i] == pytest.approx((record["values"][0][i] + record["values"][1][i]) / 2)
     assert list(result["pareto"][0]["means"].values()) == pytest.approx(record["mean"])

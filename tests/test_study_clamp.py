@@ -16,8 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from drex_opt.rules import config
-from drex_opt.search import study as study_mod
+from drex_opt.rules import config, safety
+from drex_opt.search import planning
+from drex_opt.search import trial as trial_mod
 
 from cli_helpers import ROOT, run_cli
 
@@ -45,17 +46,17 @@ choices = [{TOO_MANY_WORKERS}]
 
 def plan_for(tmp_path, monkeypatch, extra_toml: str, baseline: str = "quick"):
     monkeypatch.setenv("DREX_SEARCH_SPACES", str(spaces_with(tmp_path, "diagnostic_grip", extra_toml)))
-    settings = study_mod.StudySettings(focus="diagnostic_grip", storage=f"sqlite:///{tmp_path}/s.db",
+    settings = planning.StudySettings(focus="diagnostic_grip", storage=f"sqlite:///{tmp_path}/s.db",
                                        baseline=baseline, timesteps=1000, studies_dir=tmp_path / "studies")
-    return study_mod.plan(settings)
+    return planning.plan(settings)
 
 
 def test_a_sampled_value_the_clamp_changes_fails_the_trial(tmp_path, monkeypatch):
     plan = plan_for(tmp_path, monkeypatch, WORKERS_SPACE)
-    runner = study_mod.TrialRunner(plan, None, threading.Event())
+    runner = trial_mod.TrialRunner(plan, None, threading.Event())
     study = optuna.create_study(directions=["maximize"] * 3)
     trial = study.ask()
-    with pytest.raises(study_mod.TrialFailure) as failure:
+    with pytest.raises(trial_mod.TrialFailure) as failure:
         runner.overrides_for(trial)
     reason = str(failure.value)
     assert "vec.num_workers" in reason and "changed sampled" in reason
@@ -71,7 +72,7 @@ def test_values_the_trial_did_not_sample_are_adjusted_and_recorded(tmp_path, mon
     path = tmp_path / "big.json"
     path.write_text(json.dumps(base))
     plan = plan_for(tmp_path, monkeypatch, "", baseline=str(path))
-    runner = study_mod.TrialRunner(plan, None, threading.Event())
+    runner = trial_mod.TrialRunner(plan, None, threading.Event())
     trial = optuna.create_study(directions=["maximize"] * 3).ask()
     overrides, adjustments = runner.overrides_for(trial)
     assert overrides["vec"]["num_workers"] == CORES
@@ -80,7 +81,7 @@ def test_values_the_trial_did_not_sample_are_adjusted_and_recorded(tmp_path, mon
     flat = {f"{s}.{k}": v for s, values in overrides.items() for k, v in values.items()}
     assert trial.params and all(flat[name] == value for name, value in trial.params.items())
     # the derived sizes follow the topology actually trained
-    used = config.merge(plan.baseline, overrides)
+    used = safety.merge(plan.baseline, overrides)
     expected = (used["env"]["num_envs"] * used["env"]["num_drones"] * used["vec"]["num_envs"]
                 * used["train"]["bptt_horizon"])
     assert overrides["train"]["batch_size"] == expected
@@ -88,13 +89,13 @@ def test_values_the_trial_did_not_sample_are_adjusted_and_recorded(tmp_path, mon
 
 def test_a_trial_inside_the_rules_has_no_adjustments(tmp_path, monkeypatch):
     plan = plan_for(tmp_path, monkeypatch, "")
-    runner = study_mod.TrialRunner(plan, None, threading.Event())
+    runner = trial_mod.TrialRunner(plan, None, threading.Event())
     study = optuna.create_study(directions=["maximize"] * 3)
     for _ in range(5):
         overrides, adjustments = runner.overrides_for(study.ask())
         assert adjustments == []
-        merged = config.merge(plan.baseline, overrides)
-        assert config.derive_batch_sizes(merged)["batch_size"] == merged["train"]["batch_size"]
+        merged = safety.merge(plan.baseline, overrides)
+        assert safety.derive_batch_sizes(merged)["batch_size"] == merged["train"]["batch_size"]
 
 
 @pytest.mark.slow

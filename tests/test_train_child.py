@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drex_opt.rules import config
+from drex_opt.rules import config, safety
 from drex_opt.run import runner
 
 
@@ -16,6 +16,6 @@ def test_mismatched_batch_sizes_fail_the_run_instead_of_being_repaired(tmp_path)
     result = runner.run_training(cfg, tmp_path / "run")
     summary = result.summary
     assert summary["status"] == "failed"
-    derived = config.derive_batch_sizes(cfg)["batch_size"]
+    derived = safety.derive_batch_sizes(cfg)["batch_size"]
     assert "batch sizes" in summary["error"] and f"= {derived}" in summary["error"]
     assert summary["agent_steps"] == 0, "nothing is trained on sizes the config did not say"

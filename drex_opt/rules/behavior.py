@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from drex_opt.rules.objectives import pct
+
 #: The rule inputs, all fractions expected in [0, 1].
 INPUTS = (
     "grip_success",
@@ -88,10 +90,6 @@ _RULES = (
         "Low grip success rate ({grip_success}, below 30%)",
     ),
 )
-
-
-def _percent(x: float) -> str:
-    return f"{x:.1%}"
 
 
 def _show(value: Any) -> str:
@@ -182,7 +180,7 @@ def analyze(inputs: Mapping[str, Any]) -> dict:
     does not trigger its rule. Never raises.
     """
     values, missing, out_of_range = _rule_inputs(inputs)
-    shown = {name: _percent(x) for name, x in values.items()}
+    shown = {name: pct(x) for name, x in values.items()}
     insights = [sentence.format(**shown) for _, holds, sentence in _RULES if holds(values)]
     next_focus = next((focus for focus, holds, _ in _RULES if holds(values)), "continue")
     severity = _severity(values)

@@ -17,7 +17,7 @@ when its behaviour shows it cannot succeed. The rule, in order:
    is itself near zero says nothing).
 
 The thresholds are deliberately loose: a pruned trial that would have been the best is
-worse than a few wasted minutes. The benchmark ``benchmarks/early_stopping.py`` runs the
+worse than a few wasted minutes. The benchmark ``python -m benchmarks.early_stopping`` runs the
 pruned trials to the end to check that none would have been among the best.
 """
 

@@ -65,3 +65,16 @@ def best_trial(study, order: tuple[int, ...] = DEFAULT_RANKING):
     if not front:
         return None
     return max(front, key=lambda t: rank_key(trial_means(study, t), order))
+
+
+def from_summary(summary: Mapping[str, Any]) -> tuple[float, float, float]:
+    """A completed run's objectives from its ``summary.json``, in :data:`OBJECTIVES` order.
+
+    Raises:
+        ValueError: ``"missing metrics: <names>"`` for each objective absent or not a finite number.
+    """
+    missing = [name for name in OBJECTIVES if isinstance(summary.get(name), bool)
+               or not isinstance(summary.get(name), (int, float)) or not math.isfinite(summary[name])]
+    if missing:
+        raise ValueError(f"missing metrics: {', '.join(missing)}")
+    return tuple(float(summary[name]) for name in OBJECTIVES)  # type: ignore[return-value]

@@ -165,17 +165,8 @@ def run_training(
         _finish(run_dir, config, env_name, follower, summary_copy)
         raise
     _kill_group(proc)
-    code = proc.wait()
     follower.close()
-    state = follower.state
-    if state["status"] is None:
-        if code == 0 and state["final"] is not None:
-            state["status"] = "completed"
-        else:
-            state["status"] = "failed"
-            if not state["error"]:
-                state["error"] = (f"training process killed by signal {-code}" if code < 0
-                                  else f"training process exited with code {code}")
+    follower.conclude(proc.wait())
     summary = _finish(run_dir, config, env_name, follower, summary_copy)
     return TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json",
                        history=follower.history)
@@ -246,6 +237,19 @@ class _Follower:
             self.state["error"] = event.get("error")
         if self.on_event is not None:
             self.on_event(event)
+
+    def conclude(self, code: int) -> None:
+        """The run's status from the child's exit ``code`` when nothing decided it before."""
+        state = self.state
+        if state["status"] is not None:
+            return
+        if code == 0 and state["final"] is not None:
+            state["status"] = "completed"
+            return
+        state["status"] = "failed"
+        if not state["error"]:
+            state["error"] = (f"training process killed by signal {-code}" if code < 0
+                              else f"training process exited with code {code}")
 
     def close(self) -> None:
         if self.reader is not None:

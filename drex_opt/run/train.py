@@ -1,9 +1,9 @@
 """Child-process entry point: one real PufferLib (PuffeRL) training run.
 
 Run as ``python -m drex_opt.run.train --config CONFIG --run-dir DIR [--env NAME]``. The
-parent (:mod:`drex_opt.run.runner`) reads stdout line by line: lines starting with
-:data:`EVENT_PREFIX` are JSON events (``start``, ``progress``, ``final``, ``error``),
-everything else is plain log text. The parent writes ``summary.json``; this process only
+parent (:mod:`drex_opt.run.runner`) reads stdout line by line: event lines
+(:mod:`drex_opt.run.events`: ``start``, ``progress``, ``fault``, ``final``, ``error``) and
+plain log text. The parent writes ``summary.json``; this process only
 trains, reports and saves the checkpoint, so a crash here can never leave a half-written
 summary behind.
 
@@ -23,10 +23,12 @@ import shutil
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
-EVENT_PREFIX = "@drex "
-BUILTIN_ENV = "drone_pp"
+from drex_opt.envs import BUILTIN_ENV, drone_pp
+from drex_opt.run.events import emit
+
 POLICY_HIDDEN = 128
 # Final metrics average the environment statistics over this last share of the run,
 # so they describe the trained policy rather than one noisy report.
@@ -39,13 +41,6 @@ EXIT_NAN = 3
 # DREX_INJECT_FAULT_SEEDS (comma-separated) limits the fault to runs with those seeds.
 FAULT_ENV = "DREX_INJECT_FAULT"
 FAULT_SEEDS_ENV = "DREX_INJECT_FAULT_SEEDS"
-
-
-def emit(event: str, **fields) -> None:
-    """Write one machine-readable event line on stdout."""
-    fields["event"] = event
-    sys.stdout.write(EVENT_PREFIX + json.dumps(fields, default=float, allow_nan=True) + "\n")
-    sys.stdout.flush()
 
 
 class TrainingFailed(Exception):
@@ -128,8 +123,6 @@ def build(config: dict, env_name: str, seed: int):
     backend = pufferlib.vector.Serial if vec["num_workers"] == 1 else pufferlib.vector.Multiprocessing
     notes = []
     if env_name == BUILTIN_ENV:
-        from drex_opt.envs import drone_pp
-
         vecenv = pufferlib.vector.make(
             drone_pp.make, backend=backend, num_envs=vec["num_envs"], num_workers=vec["num_workers"],
             env_kwargs={"num_envs": config["env"]["num_envs"], "num_drones": config["env"]["num_drones"]},
@@ -193,11 +186,27 @@ def train_config(config: dict, env_name: str, run_dir: Path, num_agents: int, no
 
 
 def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> int:
-    import warnings
-
     # Noise on every CPU run: a deprecated NVML binding and autocast without CUDA.
     warnings.filterwarnings("ignore", message=".*pynvml package is deprecated.*")
     warnings.filterwarnings("ignore", message=".*CUDA is not available.*autocast.*")
+    seed = _seed_everything(config)
+    trainer, cfg, notes, agents = _make_trainer(config, run_dir, env_name, load_model, seed)
+    total = int(cfg["total_timesteps"])
+    autopilot_env = {k: os.environ[k] for k in ("PUFFER_AUTOPILOT_RUN_DIR", "PUFFER_AUTOPILOT_RUN_ID",
+                                                  "PUFFER_AUTOPILOT_SUMMARY") if k in os.environ}
+    emit("start", env=env_name, agents=agents, batch_size=cfg["batch_size"],
+         total_timesteps=total, seed=seed, notes=notes, load_model=load_model, autopilot_env=autopilot_env)
+    last_logs, window, final = _train(trainer, total, seed)
+    model_path = trainer.close()
+    checkpoint = run_dir / "model.pt"
+    shutil.copy(model_path, checkpoint)
+    metrics = _progress(last_logs, trainer, final.means() or window.means())
+    emit("final", checkpoint=str(checkpoint), **metrics)
+    return 0
+
+
+def _seed_everything(config: dict) -> int:
+    """Seed Python, NumPy and torch with ``train.seed``; cap torch's threads when asked."""
     import numpy as np
     import torch
 
@@ -208,8 +217,13 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    return seed
 
+
+def _make_trainer(config: dict, run_dir: Path, env_name: str, load_model: str | None, seed: int):
+    """(PuffeRL trainer, its flat config, notes for the summary, agents stepped)."""
     import pufferlib.pufferl as pufferl
+    import torch
 
     class QuietPuffeRL(pufferl.PuffeRL):
         """PuffeRL without its full-screen dashboard: progress goes out as events."""
@@ -240,12 +254,15 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
             betas=(cfg["adam_beta1"], cfg["adam_beta2"]), eps=cfg["adam_eps"])
         trainer.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(trainer.optimizer, T_max=trainer.total_epochs)
         cfg["optimizer"] = "adamw"
+    return trainer, cfg, notes, vecenv.num_agents
 
-    total = int(cfg["total_timesteps"])
-    autopilot_env = {k: os.environ[k] for k in ("PUFFER_AUTOPILOT_RUN_DIR", "PUFFER_AUTOPILOT_RUN_ID",
-                                                  "PUFFER_AUTOPILOT_SUMMARY") if k in os.environ}
-    emit("start", env=env_name, agents=vecenv.num_agents, batch_size=cfg["batch_size"],
-         total_timesteps=total, seed=seed, notes=notes, load_model=load_model, autopilot_env=autopilot_env)
+
+def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow]:
+    """PuffeRL's loop to ``total`` steps with a progress event about every second.
+
+    Returns the last logs, the statistics since the last progress event and those of the
+    final window (the last :data:`FINAL_WINDOW` of the run).
+    """
     window, final = StatWindow(), StatWindow()
     parent = os.getppid()
     last_emit = 0.0
@@ -276,13 +293,7 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
             emit("progress", **_progress(logs, trainer, window.means()))
             window, last_emit = StatWindow(), now
             _inject_fault(os.environ.get(FAULT_ENV), trainer, seed)
-
-    model_path = trainer.close()
-    checkpoint = run_dir / "model.pt"
-    shutil.copy(model_path, checkpoint)
-    metrics = _progress(last_logs, trainer, final.means() or window.means())
-    emit("final", checkpoint=str(checkpoint), **metrics)
-    return 0
+    return last_logs, window, final
 
 
 def _weights_finite(trainer) -> bool:

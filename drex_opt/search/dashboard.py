@@ -15,7 +15,6 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-from optuna_dashboard import run_server, save_note
 
 from drex_opt.errors import UserError
 from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, pct
@@ -101,6 +100,8 @@ def record_trial(trial: optuna.Trial, plan, summary: dict, run_dir: Path, outcom
         outcome: one line, e.g. ``complete: grip 40.0%, ...``, ``pruned: <reason>``.
     """
     try:
+        from optuna_dashboard import save_note  # pulls scikit-learn: imported when first needed
+
         save_note(trial, trial_note(trial.number, trial.user_attrs, summary, run_dir, outcome))
     except Exception as exc:  # noqa: BLE001 - notes are a convenience, never a failure
         log.warning("trial %s: dashboard note not saved: %s", trial.number, exc)
@@ -117,6 +118,8 @@ def record_trial(trial: optuna.Trial, plan, summary: dict, run_dir: Path, outcom
 def record_study(study: optuna.Study, plan) -> None:
     """Attach the study's dashboard note (focus, theory, budget). Never raises."""
     try:
+        from optuna_dashboard import save_note  # pulls scikit-learn: imported when first needed
+
         save_note(study, study_note(plan))
     except Exception as exc:  # noqa: BLE001
         log.warning("study %s: dashboard note not saved: %s", plan.study_name, exc)
@@ -154,6 +157,8 @@ def serve(storage: str | None, host: str, port: int, on_ready=None) -> None:
     opened = storage_mod.open_storage(url, create=False)
     _check_port(host, port)
     store = artifact_store_for(url)
+    from optuna_dashboard import run_server  # pulls scikit-learn: imported when first needed
+
     if on_ready:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}/", storage_mod.redact(url), artifact_dir(url))

@@ -23,8 +23,10 @@ def importances(study: optuna.Study, trials: list | None = None) -> tuple[dict, 
     """Parameter importance per objective, and a note when it could not be judged.
 
     fANOVA first; the random-forest impurity evaluator if fANOVA fails. Nothing is
-    computed below :data:`MIN_IMPORTANCE_TRIALS` completed trials, with a single searched
-    parameter (its importance is 1 by definition) or for an objective that never varied.
+    computed below :data:`MIN_IMPORTANCE_TRIALS` completed trials, for an objective that
+    never varied, or when no searched parameter varied. A single varied parameter gets
+    importance 1 (by definition) for each objective that varied, with a note saying so:
+    true, but no ranking, so the report draws nothing for it.
 
     Args:
         trials: the completed trials to judge (default: all of the study's).
@@ -39,8 +41,12 @@ def importances(study: optuna.Study, trials: list | None = None) -> tuple[dict, 
                     f"{MIN_IMPORTANCE_TRIALS} needed)")
     shared = set.intersection(*(set(t.params) for t in trials))
     varied = [p for p in sorted(shared) if len({repr(t.params[p]) for t in trials}) > 1]
-    if len(varied) < 2:
-        return {}, f"no parameter importance: only {len(varied)} searched parameter(s) varied across the trials"
+    single = f"no parameter importance: only {len(varied)} searched parameter(s) varied across the trials"
+    if not varied:
+        return {}, single
+    if len(varied) == 1:
+        moved = [name for i, name in enumerate(OBJECTIVES) if len({t.values[i] for t in trials}) > 1]
+        return {name: {varied[0]: 1.0} for name in moved}, single
     out: dict = {}
     flat = []
     for i, name in enumerate(OBJECTIVES):

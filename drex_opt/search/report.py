@@ -100,6 +100,8 @@ def build(storage: str | None = None, study_name: str | None = None, out: str | 
         raise UserError(f"study {study.study_name!r} has no completed trial yet ({summary}); nothing to report")
     pareto = sorted(t.number for t in study.best_trials)
     imps, note = importances(study, completed)
+    if all(len(by_param) < 2 for by_param in imps.values()):
+        imps = {}  # one parameter's importance is 1 by definition: nothing to rank or draw
     attrs = study.user_attrs
     out_dir = str(out) if out is not None else f"studies/{study.study_name}/report"
     return Report(

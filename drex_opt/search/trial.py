@@ -7,7 +7,6 @@ reason; an early-stopping verdict prunes it. The study goes on in every case.
 
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import optuna
 
 from drex_opt.rules import safety
 from drex_opt.rules.early_stop import EarlyStopRule, curve_of
-from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, OBJECTIVES
+from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, from_summary
 from drex_opt.run import runner
 from drex_opt.search import dashboard, spaces
 from drex_opt.search import storage as storage_mod
@@ -58,6 +57,21 @@ def _flat(nested: dict) -> dict:
     return {f"{s}.{k}": v for s, values in nested.items() if isinstance(values, dict) for k, v in values.items()}
 
 
+def clamped_overrides(sampled: dict, baseline: dict, timesteps: int, seed: int) -> tuple[dict, list[str], list[str]]:
+    """Sampled values as a trial's overrides: agents kept, budget and seed set, clamped.
+
+    Returns:
+        (the overrides with the derived batch sizes, the clamp's adjustments, the sampled
+        ``section.key`` names whose value the clamp changed).
+    """
+    proposal = {section: dict(values) for section, values in sampled.items()}
+    keep_agents(proposal, baseline)
+    proposal.setdefault("train", {}).update(total_timesteps=timesteps, seed=seed)
+    effective, adjustments = safety.clamp(proposal, baseline)
+    used = _flat(effective)
+    return effective, adjustments, [k for k, v in _flat(sampled).items() if used.get(k) != v]
+
+
 class TrialRunner:
     """The objective: one trial = sample, clamp, train in a child process, read objectives."""
 
@@ -75,12 +89,8 @@ class TrialRunner:
             fixed = set(baseline_params(self.plan))
             space = space.model_copy(update={"params": {k: v for k, v in space.params.items() if k in fixed}})
         sampled = spaces.suggest(space, trial) if space.params else {}
-        proposal = {section: dict(values) for section, values in sampled.items()}
-        keep_agents(proposal, self.plan.baseline)
-        proposal.setdefault("train", {}).update(total_timesteps=self.plan.timesteps, seed=self.plan.seed)
-        effective, adjustments = safety.clamp(proposal, self.plan.baseline)
-        used = _flat(effective)
-        changed = [k for k, v in _flat(sampled).items() if used.get(k) != v]
+        effective, adjustments, changed = clamped_overrides(sampled, self.plan.baseline, self.plan.timesteps,
+                                                            self.plan.seed)
         if changed:
             # The recorded params must be the values the run used; never train on others.
             raise TrialFailure(f"safety clamp changed sampled {', '.join(changed)}: {'; '.join(adjustments)}")
@@ -146,13 +156,11 @@ class TrialRunner:
             reason = f"{s['status']}: {s.get('error')}"
             trial.set_user_attr("fail_reason", reason)
             raise TrialFailure(reason)
-        values = [s.get(name) for name in OBJECTIVES]
-        missing = [n for n, v in zip(OBJECTIVES, values) if not isinstance(v, (int, float)) or not math.isfinite(v)]
-        if missing:
-            reason = f"missing metrics: {', '.join(missing)}"
-            trial.set_user_attr("fail_reason", reason)
-            raise TrialFailure(reason)
-        return tuple(float(v) for v in values)  # type: ignore[return-value]
+        try:
+            return from_summary(s)
+        except ValueError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailure(str(exc)) from None
 
     def _record(self, trial, summary: dict, run_dir: Path, outcome: str) -> None:
         """The dashboard note and run files, while the trial can still take them (RUNNING)."""

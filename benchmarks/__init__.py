@@ -1,0 +1,1 @@
+"""Benchmarks of drex-opt on real PufferLib training; run each as ``python -m benchmarks.<name>``."""
