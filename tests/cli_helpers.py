@@ -48,22 +48,7 @@ def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
 
 def wait_for_running_trial(storage, name: str, proc: subprocess.Popen, deadline_s: float = 180):
     """The RUNNING trial of study ``name`` once its training child has reported progress."""
-    import optuna
-    from optuna.trial import TrialState
-
-    end = time.time() + deadline_s
-    while time.time() < end:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            running = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.RUNNING,))
-        except KeyError:
-            running = []
-        for trial in running:
-            log = Path(trial.user_attrs.get("run_dir", "/nonexistent")) / "train.log"
-            if log.is_file() and '"event": "progress"' in log.read_text():
-                return trial
-        time.sleep(0.5)
-    raise AssertionError("no trial started")
+    return wait_for_running_trials(storage, name, proc, 1, deadline_s)[0]
 
 
 def no_training_process(run_dir) -> bool:

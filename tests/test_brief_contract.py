@@ -326,16 +326,6 @@ def test_each_derived_size_must_equal_the_product(key):
     assert [problem.key for problem in safety.validate(wrong, QUICK)] == [key]
 
 
-def test_the_brief_example_override_is_valid():
-    example = {
-        "train": {"learning_rate": 0.0032, "ent_coef": 0.10, "bptt_horizon": 16,
-                  "batch_size": 28672, "minibatch_size": 28672, "max_minibatch_size": 28672},
-        "env": {"num_envs": 4, "num_drones": 8},
-        "vec": {"num_workers": 28, "num_envs": 56},
-    }
-    assert safety.validate(example, QUICK) == []
-
-
 def test_the_largest_topology_the_brief_allows_is_valid_with_its_sizes():
     highs = {key: BY_KEY[key].high for key in (*TOPOLOGY_KEYS, "vec.num_workers")}
     overrides = topology(highs["env.num_envs"], highs["env.num_drones"], highs["vec.num_envs"],
