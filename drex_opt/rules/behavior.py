@@ -26,19 +26,6 @@ INPUTS = (
     "oob_rate",
 )
 
-#: Every ``next_focus`` value, in the order of the rules table (first match wins).
-FOCI = (
-    "optimize_performance",
-    "fix_grip_activation",
-    "fix_stability",
-    "improve_carrying",
-    "improve_coordination",
-    "diagnostic_grip",
-    "improve_grip",
-    "tune_grip",
-    "continue",
-)
-
 #: Every ``severity`` value, worst first.
 SEVERITIES = ("critical", "warning", "ok")
 
@@ -90,6 +77,10 @@ _RULES = (
         "Low grip success rate ({grip_success}, below 30%)",
     ),
 )
+
+#: Every ``next_focus`` value, in the order of the rules table (first match wins; row 9,
+#: ``continue``, when none does).
+FOCI = (*(focus for focus, _, _ in _RULES), "continue")
 
 
 def _show(value: Any) -> str:
