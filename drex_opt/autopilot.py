@@ -5,7 +5,8 @@ One iteration, as the brief describes it:
 1. ``configs/baseline_<mode>.json`` merged with the validated ``proposals/next_config.json``
    (an invalid proposal stops the loop before anything runs; nothing is half applied);
 2. a new run folder ``runs/<UTC timestamp>/`` with ``config.json`` and ``override.json``;
-   ``next_config.json`` is reset to ``{}`` as the run starts;
+   ``next_config.json`` is reset to ``{}`` as the run starts, and its notes sidecar
+   ``next_config.notes.md`` (the theory behind it) is moved into the run's entry;
 3. the training (``PUFFER_AUTOPILOT_RUN_DIR``/``_RUN_ID``/``_SUMMARY`` set for it), its log
    mirrored to ``logs/<run id>.log``, resumed from a checkpoint when
    ``autopilot.resume_mode`` is ``continue``;
@@ -25,7 +26,7 @@ from typing import Callable
 from drex_opt import notes
 from drex_opt.errors import UserError
 from drex_opt.jsonio import read_json, read_json_object, write_atomic, write_json_atomic
-from drex_opt.rules import config, safety
+from drex_opt.rules import config, machine, safety
 from drex_opt.rules.objectives import run_rank
 from drex_opt.run import metrics, runner
 from drex_opt.search import export
@@ -162,12 +163,21 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     """One run of the loop (see the module docstring). UserError before anything runs."""
     proposal = pilot.read_proposal()
     cfg = pilot.effective_config(proposal, settings.timesteps)
+    try:
+        advice = machine.check_here(cfg)
+    except UserError as exc:
+        raise UserError(f"{pilot.baseline_path.name} with {pilot.proposal_path} cannot train here: {exc}") from None
     load_model = pilot.checkpoint_for(cfg)
     previous = pilot.previous_summary()
+    why = notes.read_sidecar(pilot.proposal_path)
     run_dir = runner.prepare_run_dir(pilot.new_run_dir())
     run_id = run_dir.name
-    write_json_atomic(run_dir / "override.json", proposal)
-    write_json_atomic(pilot.proposal_path, {})  # the next proposal is written after this run
+    write_json_atomic(run_dir / "override.json", safety.nest(proposal)[0])
+    if why:
+        write_atomic(notes.sidecar_path(run_dir / "override.json"), why + "\n")
+    # The next proposal (and its notes) are written after this run.
+    write_json_atomic(pilot.proposal_path, {})
+    notes.sidecar_path(pilot.proposal_path).unlink(missing_ok=True)
     pilot.logs.mkdir(parents=True, exist_ok=True)
     summary_path = run_dir / "summary.json"
     result = runner.run_training(
@@ -190,7 +200,8 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                      "or fill next_config.json by hand; otherwise the next run reuses the baseline")
     notes_path = run_dir / "notes.txt"
     changed = safety.overrides_relative(cfg, config.load_baseline(pilot.baseline_path))
-    notes.append_entry(notes_path, notes.run_entry(run_id, pilot.mode, changed, summary, previous, next_step))
+    notes.append_entry(notes_path, notes.run_entry(run_id, pilot.mode, changed, summary, previous, next_step,
+                                                   why=why, advice=advice))
     out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
                           note=str(notes_path))
     if settings.optimize and summary["status"] == "completed":

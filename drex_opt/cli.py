@@ -82,6 +82,8 @@ def train(
 
     job = runner.prepare_training(config_path=config, override_path=override, timesteps=timesteps, seed=seed,
                                   run_dir=run_dir, env_name=env, timeout=timeout, load_model=load_model)
+    for warning in job.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         result = job.run()
         print_json(result.summary)
@@ -141,25 +143,27 @@ def validate(
     proposal: Annotated[Path, typer.Argument(help="Proposal JSON (overrides in the brief's nested format), e.g. autopilot/proposals/next_config.json.")],
     baseline: Annotated[str, typer.Option("--baseline", "-b", help="quick, full or a path to a full config.")] = "quick",
     clamp: Annotated[bool, typer.Option("--clamp", help="Repair the proposal into the safety ranges and print it (exit 0).")] = False,
+    here: Annotated[bool, typer.Option("--here", help="The run trains on this machine: its devices and cores are rules too (and --clamp fits them).")] = False,
+    cores: Annotated[Optional[int], typer.Option("--cores", help="Cores of the machine the proposal is meant for, for the brief's topology advice (default: this machine's).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a proposal against the brief's safety rules; writes nothing.
 
-    Valid: prints the overrides with the derived batch sizes. Invalid: one line per
-    problem on stderr and exit code 2.
+    Valid: prints the overrides (nested, with the derived batch sizes). Invalid: one line
+    per problem on stderr and exit code 2. The brief's topology advice is printed as
+    warnings and never fails a proposal.
     """
-    from drex_opt.rules import config
-    from drex_opt.rules import safety
+    from drex_opt.rules import config, machine
     from drex_opt.jsonio import read_json_object
 
     base = config.load_baseline(baseline)
-    result = safety.review(read_json_object(proposal, "proposal"), base, repair=clamp)
+    result = machine.review(read_json_object(proposal, "proposal"), base, repair=clamp, here=here, cores=cores)
     if as_json:
         print_json(result.to_dict())
     else:
         from drex_opt.views import config as views_config
 
-        views_config.print_review(result, baseline, clamped=clamp)
+        views_config.print_review(result, baseline, clamped=clamp, here=here)
     if not result.valid and not clamp:
         raise typer.Exit(2)
 

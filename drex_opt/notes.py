@@ -38,6 +38,26 @@ def append_entry(path: str | Path, text: str) -> Path:
     return p
 
 
+def sidecar_path(proposal: str | Path) -> Path:
+    """The proposal's notes file: ``next_config.json`` → ``next_config.notes.md``.
+
+    It holds the theory behind the proposal (the brief asks for the why, which JSON keys
+    cannot carry): ``drex-opt export`` writes it, a person may write it by hand, and the
+    autopilot quotes it in the next run's entry and then resets it with the proposal.
+    """
+    p = Path(proposal)
+    return p.with_name(f"{p.stem}.notes.md")
+
+
+def read_sidecar(proposal: str | Path) -> str | None:
+    """The proposal's notes text, or None when there is none (missing, empty or unreadable)."""
+    try:
+        text = sidecar_path(proposal).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return text.strip() or None
+
+
 def behaviour_lines(analysis: dict | None) -> list[str]:
     if not analysis:
         return ["Behaviour: no analysis available."]
@@ -47,11 +67,13 @@ def behaviour_lines(analysis: dict | None) -> list[str]:
 
 
 def run_entry(run_id: str, mode: str, changed: dict, summary: dict, previous: dict | None,
-              next_step: str) -> str:
-    """The entry for one autopilot run: what changed, how it did, what it shows, what next.
+              next_step: str, why: str | None = None, advice: list[str] | None = None) -> str:
+    """The entry for one autopilot run: what changed and why, how it did, what it shows, what next.
 
     Args:
         changed: the keys whose values differ from the baseline (nested).
+        why: the proposal's notes (its sidecar, see :func:`sidecar_path`), quoted as written.
+        advice: the brief's topology advice for this machine, one sentence each.
     """
     lines = [f"=== {_now()} - run {run_id} ({mode} mode) ==="]
     if changed:
@@ -59,6 +81,12 @@ def run_entry(run_id: str, mode: str, changed: dict, summary: dict, previous: di
         lines.append(_wrap(f"Changed from the baseline: {changes}", ""))
     else:
         lines.append("Changed from the baseline: nothing (baseline configuration).")
+    if why:
+        lines.append("Why (the proposal's notes):")
+        lines += [f"  | {line}".rstrip() for line in why.splitlines()]
+    else:
+        lines.append("Why: no notes came with the proposal.")
+    lines += [_wrap(f"Topology advice: {line}", "") for line in advice or []]
     status = summary.get("status")
     result = (f"Result ({status}, {summary.get('agent_steps', 0):,} steps, {summary.get('wall_time_s', 0):.0f} s): "
               f"grip {pct(summary.get('grip_success'), 'n/a')}, delivery {pct(summary.get('delivery_success'), 'n/a')}, "

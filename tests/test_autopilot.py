@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -59,8 +60,15 @@ def test_two_iterations_with_optimize(pilot):
         text = (run / "notes.txt").read_text()
         assert f"run {run.name}" in text and "Behaviour: severity" in text and "What won: trial" in text
         assert result["study"]["states"] and result["export"]["out"].endswith("next_config.json")
-    # the first run's exported winner is what the second run trained with
+    # the first run's exported winner is what the second run trained with, and its entry says why
     assert json.loads((runs[1] / "override.json").read_text()) == results[0]["export"]["overrides"]
+    assert "Why: no notes came with the proposal." in (runs[0] / "notes.txt").read_text()
+    second_entry = re.split(r"^=== ", (runs[1] / "notes.txt").read_text(), flags=re.M)[1]
+    assert "Why (the proposal's notes):" in second_entry
+    assert f"| === " in second_entry and f"study {results[0]['study']['study_name']}" in second_entry
+    # the second run's export is the proposal now waiting, with its own notes
+    why = pilot / "autopilot" / "proposals" / "next_config.notes.md"
+    assert f"study {results[1]['study']['study_name']}" in why.read_text()
     second = json.loads((runs[1] / "config.json").read_text())
     assert second == safety.merge(base, {**results[0]["export"]["overrides"],
                                          "train": {**results[0]["export"]["overrides"]["train"],

@@ -94,7 +94,7 @@ def test_json_output_valid_and_invalid(tmp_path):
     result = run("validate", proposal(tmp_path, {"env": {"reward_grip": 1}}), "--json")
     assert result.exit_code == 2
     data = json.loads(result.stdout)
-    assert data == {"valid": False, "problems": ["env.reward_grip: unknown key"], "overrides": {"env": {"reward_grip": 1}}, "adjustments": []}
+    assert data == {"valid": False, "problems": ["env.reward_grip: unknown key"], "overrides": {"env": {"reward_grip": 1}}, "adjustments": [], "warnings": []}
 
 
 def test_clamp_prints_the_repaired_proposal(tmp_path):

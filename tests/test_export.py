@@ -90,10 +90,13 @@ def test_export_writes_atomically_and_appends_notes(tmp_path):
     assert text.startswith("earlier entry\n"), "notes are appended, never truncated"
     assert "study s" in text and "What won: trial 3" in text and "Against the baseline trial" in text
     assert "Parameters that mattered most (importance for end-to-end): learning_rate" in text
-    before = out.read_text()
+    # the theory travels with the proposal, for the run that will use it
+    why = out.parent / "next_config.notes.md"
+    assert result.why == str(why) and why.read_text().strip() in text and "What won: trial 3" in why.read_text()
+    before, why_before = out.read_text(), why.read_text()
     dry = export.export("s", url, pick="grip", out=out, dry_run=True, notes=notebook)
-    assert dry.trial == 1 and not dry.written and dry.notes is None
-    assert out.read_text() == before and notebook.read_text() == text
+    assert dry.trial == 1 and not dry.written and dry.notes is None and dry.why is None
+    assert out.read_text() == before and notebook.read_text() == text and why.read_text() == why_before
 
 
 def test_an_export_killed_mid_write_leaves_the_old_file(tmp_path):

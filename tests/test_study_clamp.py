@@ -2,13 +2,13 @@
 
 The rule (README, "Studies"): a trial whose sampled values the clamp would change fails
 instead of training on other values; what the clamp changes elsewhere (values the trial
-did not sample) is recorded in the trial's ``clamp_adjustments``.
+did not sample) is recorded in the trial's ``clamp_adjustments``. A baseline this machine
+cannot train as written is refused before the study starts.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 
@@ -16,15 +16,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from drex_opt.rules import config, safety
+from drex_opt.rules import config, machine, safety
 from drex_opt.search import planning
 from drex_opt.search import trial as trial_mod
 
-from cli_helpers import ROOT, run_cli
+from cli_helpers import ROOT, one_line_error, run_cli
 
-CORES = os.cpu_count() or 1
+CORES = machine.physical_cores()
 # One more worker than this machine has cores: inside the brief's range (1–256), but the
-# clamp caps workers at the core count of the machine the trial trains on.
+# clamp caps workers at the core count of the machine the trial trains on (PufferLib
+# refuses more multiprocessing workers than physical cores).
 TOO_MANY_WORKERS = CORES + 1
 
 
@@ -64,27 +65,18 @@ def test_a_sampled_value_the_clamp_changes_fails_the_trial(tmp_path, monkeypatch
     assert f"set to {CORES}" in reason
 
 
-def test_values_the_trial_did_not_sample_are_adjusted_and_recorded(tmp_path, monkeypatch):
+def test_a_study_on_a_baseline_meant_for_a_bigger_machine_is_refused(tmp_path):
+    """The trials train here: a baseline this machine cannot run as written is refused up
+    front (one line, exit 2, no storage), not quietly trained on fewer workers."""
     base = config.load_baseline("quick")
-    # A baseline meant for a bigger machine: valid by the brief, capped here.
     base["vec"].update(num_workers=2 * CORES, num_envs=2 * CORES)
     del base["train"]["batch_size"], base["train"]["minibatch_size"], base["train"]["max_minibatch_size"]
     path = tmp_path / "big.json"
     path.write_text(json.dumps(base))
-    plan = plan_for(tmp_path, monkeypatch, "", baseline=str(path))
-    runner = trial_mod.TrialRunner(plan, None, threading.Event())
-    trial = optuna.create_study(directions=["maximize"] * 3).ask()
-    overrides, adjustments = runner.overrides_for(trial)
-    assert overrides["vec"]["num_workers"] == CORES
-    assert any(a.startswith("vec.num_workers:") and f"set to {CORES}" in a for a in adjustments), adjustments
-    # every sampled value is used as sampled
-    flat = {f"{s}.{k}": v for s, values in overrides.items() for k, v in values.items()}
-    assert trial.params and all(flat[name] == value for name, value in trial.params.items())
-    # the derived sizes follow the topology actually trained
-    used = safety.merge(plan.baseline, overrides)
-    expected = (used["env"]["num_envs"] * used["env"]["num_drones"] * used["vec"]["num_envs"]
-                * used["train"]["bptt_horizon"])
-    assert overrides["train"]["batch_size"] == expected
+    proc = run_cli("study", "--focus", "diagnostic_grip", "--baseline", str(path), "--trials", "1",
+                   "--timesteps", "1000", "--storage", f"sqlite:///{tmp_path}/s.db", cwd=tmp_path)
+    one_line_error(proc, "vec.num_workers", f"{2 * CORES}", f"{CORES} physical cores")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.json"], "nothing is written"
 
 
 def test_a_trial_inside_the_rules_has_no_adjustments(tmp_path, monkeypatch):

@@ -59,7 +59,8 @@ def resolve(
 
     Args:
         config_path: a full config (``"quick"``, ``"full"`` or a JSON path).
-        override: overrides as a dict or a JSON file, merged on top of the config.
+        override: overrides as a dict or a JSON file, merged on top of the config
+            (the brief's dotted keys, ``"train.learning_rate"``, count as nested ones).
         extra: further overrides merged last, e.g. ``{"train": {"total_timesteps": N}}``.
 
     Returns:
@@ -76,7 +77,7 @@ def resolve(
         override = read_json_object(override, "override file")
     # The override file is checked on its own too: merging ``extra`` could hide a bad section.
     problems = safety.validate(override, base)
-    overrides = merge(override, extra or {})
+    overrides = merge(safety.nest(override)[0], extra or {})
     if not problems:
         problems = safety.validate(overrides, base)
     if problems:

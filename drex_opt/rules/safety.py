@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -116,6 +115,40 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}"
+
+
+# ---------------------------------------------------------------- dotted keys
+def nest(proposal: Any) -> tuple[Any, list[Problem]]:
+    """The proposal with the brief's dotted keys (``"train.learning_rate": 0.001``) nested.
+
+    The brief names keys as ``section.key``; a proposal may write them that way at the top
+    level. A dotted key whose section is unknown stays as written (validation names it).
+    The same key given in both forms must hold the same value, else it is a problem and
+    the nested value is kept. Returns (a new proposal, the conflicts); a non-object is
+    returned as is.
+    """
+    if not isinstance(proposal, dict):
+        return proposal, []
+    nested: dict = {key: (dict(values) if isinstance(values, dict) else values)
+                    for key, values in proposal.items() if not _dotted(key)}
+    problems: list[Problem] = []
+    for key, value in proposal.items():
+        if not _dotted(key):
+            continue
+        section, name = key.split(".", 1)
+        target = nested.setdefault(section, {})
+        if not isinstance(target, dict):
+            continue  # the section's own error is reported by validation
+        if name in target and not _same(target[name], value):
+            problems.append(Problem(key, f"given twice with different values: {show(target[name])} in the "
+                                         f"{section!r} object and {show(value)} as {key!r}"))
+            continue
+        target[name] = value
+    return nested, problems
+
+
+def _dotted(key: Any) -> bool:
+    return isinstance(key, str) and "." in key and key.split(".", 1)[0] in SECTIONS
 
 
 # ---------------------------------------------------------------- merging and derived sizes
@@ -271,13 +304,15 @@ def validate(overrides: Any, baseline: dict | None = None, *, complete: bool = F
             proposal changes must be given (a pipeline that merges it as is would
             otherwise keep the baseline's). drex-opt itself derives them when it merges.
 
-    Edge cases: derived batch sizes that are not given are fine unless ``require_sizes``
-    (they get derived); given ones must equal the derived value. Any worker count inside the range is accepted,
-    whatever this machine's core count (a proposal may target another machine).
+    Edge cases: dotted keys (``"train.learning_rate"``) count as nested ones (see
+    :func:`nest`). Derived batch sizes that are not given are fine unless ``require_sizes``
+    (they get derived); given ones must equal the derived value. Any worker count or
+    device inside the rules is accepted: this machine's limits are
+    :mod:`drex_opt.rules.machine`'s, checked only where a run trains here.
     """
     if not isinstance(overrides, dict):
         return [Problem("proposal", f"must be a JSON object, not {_kind_name(overrides)}")]
-    problems: list[Problem] = []
+    overrides, problems = nest(overrides)
     for section, values in overrides.items():
         if section not in SECTIONS:
             problems.append(Problem(str(section), "unknown section"))
@@ -369,19 +404,23 @@ def _nearest_number(spec: KeySpec, value: Any) -> int | float | None:
     return min(max(value, spec.low), spec.high)
 
 
-def clamp(overrides: Any, baseline: dict, cores: int | None = None) -> tuple[dict, list[str]]:
+def clamp(overrides: Any, baseline: dict, cores: int | None = None,
+          devices: tuple[str, ...] | None = None) -> tuple[dict, list[str]]:
     """Repair any JSON-like proposal so that it validates against ``baseline``.
 
     Numbers are clipped into range (integers rounded half up); a wrong type, NaN/inf or
     an unknown choice takes the baseline's value; unknown sections and keys, non-object
-    sections and a non-object proposal are dropped. ``vec.num_workers`` is kept at most
-    ``cores`` (default: this machine's CPU count) and ``vec.num_envs`` is moved to the
-    nearest multiple of it inside the range. The derived batch sizes are always included.
+    sections and a non-object proposal are dropped; dotted keys are nested (on a conflict
+    the nested value is kept). ``vec.num_envs`` is moved to the nearest multiple of
+    ``vec.num_workers`` inside the range. The derived batch sizes are always included.
 
     Args:
         overrides: the proposal; never mutated.
         baseline: a valid full config (as :func:`drex_opt.rules.config.load_baseline` returns).
-        cores: the CPU count to respect instead of ``os.cpu_count()``.
+        cores: the machine the run trains on: ``vec.num_workers`` is kept at most this
+            (None: no cap, the brief's range only).
+        devices: the torch devices of that machine: another ``train.device`` becomes
+            ``cpu``, and ``bfloat16`` becomes ``float32`` off CUDA (None: not checked).
 
     Returns:
         (repaired overrides, one human sentence per change). Clamping the result again
@@ -391,6 +430,8 @@ def clamp(overrides: Any, baseline: dict, cores: int | None = None) -> tuple[dic
     if not isinstance(overrides, dict):
         adjustments.append(f"proposal: {_kind_name(overrides)} instead of an object; ignored")
         overrides = {}
+    overrides, conflicts = nest(overrides)
+    adjustments += [f"{conflict}; the nested value kept" for conflict in conflicts]
     repaired: dict[str, dict] = {}
     for section, values in overrides.items():
         if section not in SECTIONS:
@@ -409,6 +450,8 @@ def clamp(overrides: Any, baseline: dict, cores: int | None = None) -> tuple[dic
                     repaired.setdefault(section, {})[name] = fixed
 
     _fit_topology(repaired, baseline, cores, adjustments)
+    if devices is not None:
+        _fit_device(repaired, baseline, devices, adjustments)
     sizes = derive_batch_sizes(merge(baseline, repaired))
     given = overrides.get("train") if isinstance(overrides.get("train"), dict) else {}
     for name in DERIVED:
@@ -438,20 +481,34 @@ def _clamp_value(spec: KeySpec, value: Any, baseline: dict, adjustments: list[st
 
 
 def _fit_topology(repaired: dict, baseline: dict, cores: int | None, adjustments: list[str]) -> None:
-    """Cap the workers at the core count, then make vec.num_envs a multiple of them."""
-    cores = max(1, min(MAX_COUNT, cores if cores is not None else (os.cpu_count() or 1)))
+    """Cap the workers at the core count (when given), then make vec.num_envs a multiple of them."""
     vec = merge(baseline, repaired).get("vec", {})
     workers, envs = vec.get("num_workers"), vec.get("num_envs")
     if not (_is_int(workers) and _is_int(envs)):
         return
-    if workers > cores:
-        adjustments.append(f"vec.num_workers: {workers} is above this machine's CPU count ({cores}); set to {cores}")
+    if cores is not None and workers > max(1, cores):
+        cores = max(1, cores)
+        adjustments.append(f"vec.num_workers: {workers} is above this machine's {cores} cores; set to {cores}")
         workers = cores
         repaired.setdefault("vec", {})["num_workers"] = workers
     if envs % workers:
         nearest = min(max(workers, math.floor(envs / workers + 0.5) * workers), MAX_COUNT // workers * workers)
         adjustments.append(f"vec.num_envs: {envs} is not a multiple of vec.num_workers ({workers}); set to {nearest}")
         repaired.setdefault("vec", {})["num_envs"] = nearest
+
+
+def _fit_device(repaired: dict, baseline: dict, devices: tuple[str, ...], adjustments: list[str]) -> None:
+    """A device this machine has, and a precision that device really trains in."""
+    train = merge(baseline, repaired).get("train", {})
+    device, precision = train.get("device"), train.get("precision")
+    if device not in devices:
+        adjustments.append(f"train.device: {show(device)} is not available on this machine "
+                           f"(it has {', '.join(devices)}); set to \"cpu\"")
+        device = "cpu"
+        repaired.setdefault("train", {})["device"] = device
+    if precision == "bfloat16" and device != "cuda":
+        adjustments.append(f"train.precision: \"bfloat16\" trains as float32 on {device}; set to \"float32\"")
+        repaired.setdefault("train", {})["precision"] = "float32"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -487,26 +544,30 @@ def overrides_relative(effective: dict, baseline: dict) -> dict:
 @dataclass
 class Review:
     """What ``drex-opt validate`` reports: ``valid``/``problems`` describe the proposal as
-    given; ``overrides`` is what to use (with derived batch sizes; repaired under clamp)."""
+    given; ``overrides`` is what to use (nested, with derived batch sizes; repaired under
+    clamp); ``warnings`` are advice that never makes a proposal invalid."""
 
     valid: bool
     problems: list[str]
     overrides: dict
     adjustments: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def review(proposal: Any, baseline: dict, repair: bool = False, cores: int | None = None) -> Review:
+def review(proposal: Any, baseline: dict, repair: bool = False, cores: int | None = None,
+           devices: tuple[str, ...] | None = None) -> Review:
     """Validate ``proposal`` against ``baseline``; with ``repair``, also clamp it.
 
+    ``cores`` and ``devices`` are passed to :func:`clamp` (the machine the run trains on).
     Without ``repair`` an invalid proposal is returned unchanged as ``overrides``.
     """
     problems = [str(problem) for problem in validate(proposal, baseline, require_sizes=True)]
     if repair:
-        repaired, adjustments = clamp(proposal, baseline, cores)
+        repaired, adjustments = clamp(proposal, baseline, cores, devices)
         return Review(not problems, problems, repaired, adjustments)
     if problems:
         return Review(False, problems, proposal if isinstance(proposal, dict) else {})
-    return Review(True, [], with_derived(proposal, baseline))
+    return Review(True, [], with_derived(nest(proposal)[0], baseline))

@@ -24,6 +24,7 @@ from drex_opt.envs import BUILTIN_ENV
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_json_atomic
 from drex_opt.rules import config as run_config
+from drex_opt.rules import machine
 from drex_opt.run import metrics
 from drex_opt.run.events import parse_event
 
@@ -324,6 +325,7 @@ class TrainJob:
     timeout: float | None
     load_model: Path | None
     summary_copy: Path | None
+    warnings: list[str] = field(default_factory=list)  # the brief's topology advice for this machine
 
     def run(self, on_event: Callable[[dict], None] | None = None) -> TrainResult:
         return run_training(self.config, self.run_dir, self.env_name, self.timeout, self.load_model,
@@ -336,7 +338,8 @@ def prepare_training(config_path: str | Path, override_path: Path | None, timest
     """``drex-opt train``: every input validated and the run folder made, before anything runs.
 
     Raises:
-        UserError: a bad config, override, timeout, checkpoint, env or run folder.
+        UserError: a bad config, override, timeout, checkpoint, env or run folder, or a
+            config this machine cannot train as written (device, precision, workers).
     """
     extra: dict = {}
     if timesteps is not None:
@@ -344,6 +347,7 @@ def prepare_training(config_path: str | Path, override_path: Path | None, timest
     if seed is not None:
         extra.setdefault("train", {})["seed"] = seed
     cfg = run_config.resolve(config_path, override_path, extra or None)
+    advice = machine.check_here(cfg)
     if timeout is not None and timeout <= 0:
         raise UserError(f"--timeout must be positive, got {timeout:g}")
     if load_model is not None and not Path(load_model).is_file():
@@ -351,4 +355,4 @@ def prepare_training(config_path: str | Path, override_path: Path | None, timest
     check_env_name(env_name)
     target = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir())
     summary_copy = Path(os.environ[ENV_SUMMARY]) if os.environ.get(ENV_SUMMARY) else None
-    return TrainJob(cfg, target, env_name, timeout, load_model, summary_copy)
+    return TrainJob(cfg, target, env_name, timeout, load_model, summary_copy, advice)

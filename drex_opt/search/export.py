@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from drex_opt import notes as notes_mod
 from drex_opt.errors import UserError
-from drex_opt.jsonio import write_json_atomic
+from drex_opt.jsonio import write_atomic, write_json_atomic
 from drex_opt.rules import config, safety
 from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, OBJECTIVES, RANKINGS, rank_key, trial_means
 from drex_opt.search import storage as storage_mod
@@ -43,6 +43,7 @@ class ExportResult:
     out: str
     written: bool
     notes: str | None
+    why: str | None = None  # the proposal's notes sidecar, when written
     info: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
@@ -139,7 +140,8 @@ def _changes(chosen, study_baseline: dict) -> list[str]:
 def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Path = DEFAULT_OUT,
            dry_run: bool = False, baseline: str | None = None, notes: Path | None = None,
            next_step: str | None = None) -> ExportResult:
-    """Pick, convert, validate and (unless ``dry_run``) write the proposal and a notes entry.
+    """Pick, convert, validate and (unless ``dry_run``) write the proposal, its notes sidecar
+    (``next_config.notes.md``: the theory, quoted by the run that uses it) and a notes entry.
 
     Args:
         baseline: the baseline the proposal is relative to (default: the study's).
@@ -170,13 +172,17 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
     }
     notes_path = None
     if not dry_run:
+        entry = notes_mod.study_entry(info)
         write_json_atomic(out, proposal)
+        # The theory travels with the proposal, so the run that uses it can say why.
+        write_atomic(notes_mod.sidecar_path(out), entry)
         notes_path = Path(notes) if notes else default_notes_path(attrs, Path(out))
-        notes_mod.append_entry(notes_path, notes_mod.study_entry(info))
+        notes_mod.append_entry(notes_path, entry)
     return ExportResult(
         study_name=study.study_name, trial=chosen.number, pick=pick, explanation=explanation,
         values=dict(zip(OBJECTIVES, means)), overrides=proposal, out=str(out), written=not dry_run,
-        notes=None if notes_path is None else str(notes_path), info=info,
+        notes=None if notes_path is None else str(notes_path),
+        why=None if dry_run else str(notes_mod.sidecar_path(out)), info=info,
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from drex_opt.errors import UserError
-from drex_opt.rules import behavior, config
+from drex_opt.rules import behavior, config, machine
 from drex_opt.rules.objectives import best_trial
 from drex_opt.run import metrics, runner
 from drex_opt.search import spaces
@@ -119,6 +119,7 @@ def plan(settings: StudySettings) -> StudyPlan:
         raise UserError(f"--timesteps {settings.timesteps} is above the maximum 1000000000")
     runner.check_env_name(settings.env)
     baseline = config.load_baseline(settings.baseline)
+    machine.check_here(baseline)  # every trial trains here, on the baseline's device and topology
     label, budget_name = baseline_label(settings.baseline, baseline)
     url = storage_mod.storage_url(settings.storage)
     storage = storage_mod.open_storage(url)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from drex_opt.rules import safety
+from drex_opt.rules import machine, safety
 from drex_opt.rules.early_stop import EarlyStopRule, curve_of
 from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, from_summary
 from drex_opt.run import runner
@@ -67,7 +67,8 @@ def clamped_overrides(sampled: dict, baseline: dict, timesteps: int, seed: int) 
     proposal = {section: dict(values) for section, values in sampled.items()}
     keep_agents(proposal, baseline)
     proposal.setdefault("train", {}).update(total_timesteps=timesteps, seed=seed)
-    effective, adjustments = safety.clamp(proposal, baseline)
+    # Trials train here, so this machine's cores cap the workers (PufferLib refuses more).
+    effective, adjustments = safety.clamp(proposal, baseline, cores=machine.physical_cores())
     used = _flat(effective)
     return effective, adjustments, [k for k, v in _flat(sampled).items() if used.get(k) != v]
 

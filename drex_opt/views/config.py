@@ -22,15 +22,21 @@ def _console():
     return Console(highlight=False)
 
 
-def print_review(review: Review, baseline: str, clamped: bool) -> None:
-    """Problems one per line on stderr; otherwise the overrides on stdout and a verdict on stderr."""
+def print_review(review: Review, baseline: str, clamped: bool, here: bool = False) -> None:
+    """Problems one per line on stderr; otherwise the overrides on stdout and a verdict on stderr.
+
+    Warnings (the brief's topology advice) follow on stderr, prefixed ``warning:``.
+    """
+    for warning in review.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if not review.valid and not clamped:
         for problem in review.problems:
             typer.echo(problem, err=True)
         return
     typer.echo(dumps(review.overrides))
     if not clamped:
-        typer.echo(f"valid against the {baseline} baseline", err=True)
+        where = " and this machine" if here else ""
+        typer.echo(f"valid against the {baseline} baseline{where}", err=True)
     elif review.adjustments:
         typer.echo(f"{len(review.adjustments)} adjustment(s) against the {baseline} baseline:", err=True)
         for adjustment in review.adjustments:

@@ -90,7 +90,8 @@ def print_export(result) -> None:
     out = Console()
     verb = "wrote" if result.written else "dry run, nothing written:"
     out.print(f"[bold]{result.study_name}[/]: {result.explanation}")
-    out.print(f"{verb} {result.out}" + (f"; notes appended to {result.notes}" if result.notes else ""))
+    out.print(f"{verb} {result.out}" + (f" and its notes {result.why}" if result.why else "")
+              + (f"; notes appended to {result.notes}" if result.notes else ""))
     out.print_json(json.dumps(result.overrides))
 
 
