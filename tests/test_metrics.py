@@ -109,6 +109,23 @@ class TestNamedMetrics:
         assert fields["metrics_extended"]["value_loss"] is None
         assert fields["behavioral_analysis"]["missing_metrics"] == list(behavior.INPUTS)
 
+    @pytest.mark.parametrize("status", ["failed", "timeout"])
+    def test_nothing_observed_in_a_run_that_did_not_complete(self, status):
+        fields = named_metrics({"SPS": 10.0}, status=status, error="RuntimeError: no such device")
+        analysis = fields["behavioral_analysis"]
+        assert (analysis["severity"], analysis["next_focus"]) == ("failed", "fix_run")
+        assert "no such device" in analysis["insights"][0]
+        assert analysis == behavior.unobserved(status, "RuntimeError: no such device")
+
+    def test_nothing_observed_in_a_completed_run(self):
+        analysis = named_metrics({"environment/score": 1.0}, status="completed")["behavioral_analysis"]
+        assert (analysis["severity"], analysis["next_focus"]) == ("not_observed", "train_longer")
+
+    def test_one_observed_input_in_a_failed_run_is_diagnosed(self):
+        analysis = named_metrics({"environment/to_pickup": 0.0}, status="failed", error="x")["behavioral_analysis"]
+        assert analysis == behavior.analyze({"grip_attempts": 0.0})
+        assert (analysis["severity"], analysis["next_focus"]) == ("critical", "diagnostic_grip")
+
     def test_numpy_values_become_json_numbers(self):
         import numpy as np
 

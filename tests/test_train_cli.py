@@ -128,6 +128,9 @@ def test_a_pufferlib_env_by_name(tmp_path):
     assert summary["agent_steps"] >= 3000
     assert summary["grip_success"] is None  # that env logs no drone statistics
     assert "grip_success" in summary["behavioral_analysis"]["missing_metrics"]
+    # Completed, but no drone statistic: the drone was not observed, so it is not diagnosed.
+    assert summary["behavioral_analysis"]["severity"] == "not_observed"
+    assert summary["behavioral_analysis"]["next_focus"] == "train_longer"
     assert any("num_drones" in note for note in summary["notes"])
 
 

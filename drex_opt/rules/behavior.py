@@ -26,8 +26,20 @@ INPUTS = (
     "oob_rate",
 )
 
-#: Every ``severity`` value, worst first.
+#: Every ``severity`` value of a diagnosis, worst first.
 SEVERITIES = ("critical", "warning", "ok")
+
+# A run whose drone was never observed (none of the inputs arrived) gets no diagnosis: it
+# says why instead. These values stay out of SEVERITIES and FOCI, so no search space,
+# budget rule or study can take them for a behaviour of the drone.
+FAILED = "failed"  #: severity: the run did not complete before its first report
+NOT_OBSERVED = "not_observed"  #: severity: the run completed but no statistic arrived
+FIX_RUN = "fix_run"  #: next_focus of a FAILED run: make the run work first
+TRAIN_LONGER = "train_longer"  #: next_focus of a NOT_OBSERVED run: a budget long enough to report
+#: Every ``severity`` of an analysis that does not diagnose the drone.
+UNOBSERVED_SEVERITIES = (FAILED, NOT_OBSERVED)
+#: Every ``next_focus`` of an analysis that does not diagnose the drone (no search space).
+UNOBSERVED_FOCI = (FIX_RUN, TRAIN_LONGER)
 
 # Rows 1-8 of the rules table: (focus, condition, sentence). The severity conditions are
 # rows 6 (critical), 7 and 3 (warning), so they share those rows' sentences.
@@ -213,3 +225,52 @@ def disagreement(existing: Mapping[str, Any] | None, ours: Mapping[str, Any]) ->
             stated = repr(theirs) if theirs is not None else "nothing"
             lines.append(f"{key}: the stored analysis says {stated}, the rules give {mine!r}")
     return lines
+
+
+def observed(inputs: Mapping[str, Any]) -> bool:
+    """Whether at least one of the :data:`INPUTS` holds a usable number (see :func:`analyze`)."""
+    source = inputs if isinstance(inputs, Mapping) else {}
+    return any(_read(source.get(name))[0] is not None for name in INPUTS)
+
+
+def unobserved(status: Any = None, error: Any = None) -> dict:
+    """The analysis of a run whose drone was never observed: it says why, it diagnoses nothing.
+
+    Shaped like :func:`analyze`'s result, with ``grip_efficiency`` 0, every input in
+    ``missing_metrics`` and ``"n/a"`` in ``metrics_summary`` (nothing was measured, not 0%).
+
+    Args:
+        status: the run's status. Anything other than ``"completed"`` or None (``failed``,
+            ``timeout``, ``stopped``, ...) means the run ended before its first report:
+            severity :data:`FAILED`, next_focus :data:`FIX_RUN`. Otherwise the run went on
+            but no statistic arrived: severity :data:`NOT_OBSERVED`, next_focus
+            :data:`TRAIN_LONGER`.
+        error: the run's error, quoted (first line) in the insight of a failed run.
+    """
+    if status is not None and status != "completed":
+        reason = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else "no error recorded"
+        severity, next_focus = FAILED, FIX_RUN
+        insight = (f"Run failed before its first report ({status}: {reason}) — nothing is known about the "
+                   "drone; fix the run, then train again")
+    else:
+        severity, next_focus = NOT_OBSERVED, TRAIN_LONGER
+        insight = ("No behaviour statistic arrived during the run (the budget may be shorter than the "
+                   "environment's report interval) — the drone was not observed; train longer")
+    return {
+        "insights": [insight],
+        "severity": severity,
+        "next_focus": next_focus,
+        "grip_efficiency": 0.0,
+        "metrics_summary": {key: "n/a" for key in ("grip_success", "delivery_success", "end_to_end", "collision_rate")},
+        "missing_metrics": list(INPUTS),
+    }
+
+
+def analyze_run(inputs: Mapping[str, Any], status: Any = None, error: Any = None) -> dict:
+    """drex-opt's reading of a run: :func:`analyze` when any input was observed, else
+    :func:`unobserved` (``status`` and ``error`` only matter then).
+
+    Partly missing inputs still count as 0, as the contract says; only a run with no input
+    at all is left undiagnosed.
+    """
+    return analyze(inputs) if observed(inputs) else unobserved(status, error)

@@ -101,17 +101,20 @@ def _finite(value: Any) -> float | int | None:
     return x if math.isfinite(x) else None
 
 
-def named_metrics(raw: Mapping[str, Any]) -> dict:
+def named_metrics(raw: Mapping[str, Any], status: str | None = None, error: str | None = None) -> dict:
     """Build the summary fields drex-opt writes from a flat dict of PufferLib log keys.
 
     Args:
         raw: ``environment/*``, ``losses/*``, ``SPS``, ``agent_steps`` as PuffeRL logs them.
+        status: the run's status (``completed``, ``failed``, ...) and ``error`` its error:
+            they explain a run none of whose rule inputs arrived (:func:`behavior.unobserved`).
 
     Returns:
         ``grip_success``, ``delivery_success``, ``end_to_end_success``, ``mean_reward``,
         ``episode_length``, ``metrics_extended`` (the other rule inputs, ``SPS``,
-        ``agent_steps`` and the losses) and ``behavioral_analysis`` computed from them, so
-        every summary carries its analysis. Absent, non-numeric or non-finite values are None.
+        ``agent_steps`` and the losses) and ``behavioral_analysis`` computed from them
+        (:func:`behavior.analyze_run`), so every summary carries its analysis. Absent,
+        non-numeric or non-finite values are None.
     """
     fields: dict[str, Any] = {
         name: _finite(raw.get(NAMED_FROM_RAW[name]))
@@ -123,7 +126,7 @@ def named_metrics(raw: Mapping[str, Any]) -> dict:
     for loss in _LOSSES:
         extended[loss] = _finite(raw.get(f"losses/{loss}"))
     fields["metrics_extended"] = extended
-    fields["behavioral_analysis"] = behavior.analyze({**fields, **extended})
+    fields["behavioral_analysis"] = behavior.analyze_run({**fields, **extended}, status, error)
     return fields
 
 
