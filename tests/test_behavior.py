@@ -367,6 +367,71 @@ class TestUnobserved:
         assert analyze({})["severity"] == "critical" and analyze({})["next_focus"] == "diagnostic_grip"
 
 
+CARRYING = {**NEUTRAL, "grip_success": 0.35, "delivery_success": 0.02, "grip_attempts": 0.6}
+
+
+class TestEffective:
+    """The stored analysis decides unless it is unusable or the rules are asked for."""
+
+    STORED = {"severity": "ok", "next_focus": "optimize_performance", "insights": ["owner says fine"], "extra": 1}
+
+    def test_stored_is_the_truth(self):
+        rules = analyze(CARRYING)
+        reading = behavior.effective(self.STORED, rules)
+        assert reading.source == "stored" and reading.analysis == self.STORED
+        assert reading.rules == rules and reading.stored == self.STORED
+        assert len(reading.disagreement) == 1 and "next_focus" in reading.disagreement[0]
+        assert reading.other == rules and reading.note is None
+        out = reading.to_dict()
+        assert out == {**self.STORED, "analysis_source": "stored", "rules_analysis": rules,
+                       "disagreement": reading.disagreement}
+
+    def test_recompute_uses_the_rules(self):
+        rules = analyze(CARRYING)
+        reading = behavior.effective(self.STORED, rules, recompute=True)
+        assert reading.source == "rules" and reading.analysis == rules and reading.other == self.STORED
+        out = reading.to_dict()
+        assert out["next_focus"] == "improve_carrying" and out["stored_analysis"] == self.STORED
+        assert "rules_analysis" not in out and out["disagreement"] == reading.disagreement
+
+    def test_agreeing_readings_add_nothing(self):
+        rules = analyze(CARRYING)
+        stored = {"severity": "ok", "next_focus": "improve_carrying"}
+        for recompute in (False, True):
+            out = behavior.effective(stored, rules, recompute).to_dict()
+            assert set(out) - set(stored) - set(rules) == {"analysis_source"}
+
+    def test_nothing_stored(self):
+        rules = analyze(CARRYING)
+        reading = behavior.effective(None, rules)
+        assert reading.source == "rules" and reading.analysis == rules and reading.note is None
+        assert reading.to_dict() == {**rules, "analysis_source": "rules"}
+
+    @pytest.mark.parametrize("stored, why", [
+        ("ok", "a str, not an object"),
+        (["ok"], "a list, not an object"),
+        ({"next_focus": "improve_grip"}, "no severity"),
+        ({"severity": "ok", "next_focus": 3}, "no next_focus"),
+        ({"severity": " ", "next_focus": "improve_grip"}, "no severity"),
+    ])
+    def test_unusable_stored_falls_back_to_the_rules_and_says_why(self, stored, why):
+        rules = analyze(CARRYING)
+        assert behavior.stored_problem(stored) is not None
+        reading = behavior.effective(stored, rules)
+        assert reading.source == "rules" and reading.analysis == rules and reading.stored is None
+        assert why in reading.note and "rules are used" in reading.note
+        out = reading.to_dict()
+        assert out["analysis_note"] == reading.note and "disagreement" not in out
+
+    def test_usable_stored(self):
+        assert behavior.stored_problem({"severity": "high", "next_focus": "anything"}) is None
+
+    def test_insights_of(self):
+        assert behavior.insights_of({"insights": "one"}) == ["one"]
+        assert behavior.insights_of({"insights": [1, "two"]}) == ["1", "two"]
+        assert behavior.insights_of({"insights": {"a": 1}}) == [] and behavior.insights_of(None) == []
+
+
 ANY_VALUE = st.one_of(
     st.none(),
     st.booleans(),

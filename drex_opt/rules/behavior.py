@@ -10,6 +10,7 @@ import math
 import numbers
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from drex_opt.rules.objectives import pct
@@ -40,6 +41,10 @@ TRAIN_LONGER = "train_longer"  #: next_focus of a NOT_OBSERVED run: a budget lon
 UNOBSERVED_SEVERITIES = (FAILED, NOT_OBSERVED)
 #: Every ``next_focus`` of an analysis that does not diagnose the drone (no search space).
 UNOBSERVED_FOCI = (FIX_RUN, TRAIN_LONGER)
+
+#: Where the analysis of a run came from: the ``behavioral_analysis`` its summary holds, or
+#: drex-opt's rules applied to its metrics.
+STORED, RULES = "stored", "rules"
 
 # Rows 1-8 of the rules table: (focus, condition, sentence). The severity conditions are
 # rows 6 (critical), 7 and 3 (warning), so they share those rows' sentences.
@@ -274,3 +279,93 @@ def analyze_run(inputs: Mapping[str, Any], status: Any = None, error: Any = None
     at all is left undiagnosed.
     """
     return analyze(inputs) if observed(inputs) else unobserved(status, error)
+
+
+def stored_problem(stored: Any) -> str | None:
+    """Why a stored ``behavioral_analysis`` cannot be used; None when it can.
+
+    Usable: an object whose ``severity`` and ``next_focus`` are non-empty strings (other
+    keys are shown as they are, never required). None (no stored analysis) is a problem too.
+    """
+    if stored is None:
+        return "the summary holds no behavioral_analysis"
+    if not isinstance(stored, Mapping):
+        return f"the stored behavioral_analysis is a {type(stored).__name__}, not an object"
+    for key in ("severity", "next_focus"):
+        value = stored.get(key)
+        if not isinstance(value, str) or not value.strip():
+            return f"the stored behavioral_analysis has no {key} text (found {_show(value)})"
+    return None
+
+
+def insights_of(analysis: Mapping[str, Any] | None) -> list[str]:
+    """An analysis's insights as a list of strings, whatever a stored one holds there."""
+    insights = analysis.get("insights") if isinstance(analysis, Mapping) else None
+    if isinstance(insights, str):
+        return [insights]
+    if isinstance(insights, (list, tuple)):
+        return [str(line) for line in insights]
+    return []
+
+
+@dataclass(frozen=True)
+class EffectiveAnalysis:
+    """The analysis that decides (``analysis``), where it came from, and the other reading.
+
+    Attributes:
+        analysis: the stored analysis as it is, or the rules' one.
+        source: :data:`STORED` or :data:`RULES`.
+        rules: drex-opt's reading of the run (always computed).
+        stored: the stored analysis when usable, else None.
+        disagreement: lines where ``stored`` and ``rules`` differ in severity or
+            next_focus; empty when they agree or nothing usable is stored.
+        note: why a stored analysis that is present was not used (malformed); else None.
+    """
+
+    analysis: dict
+    source: str
+    rules: dict
+    stored: dict | None = None
+    disagreement: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def other(self) -> dict | None:
+        """The reading not used, when it differs from the one used; else None."""
+        if not self.disagreement:
+            return None
+        return self.rules if self.source == STORED else self.stored
+
+    def to_dict(self) -> dict:
+        """The analysis plus ``analysis_source``; when the readings differ, the other one
+        (``rules_analysis`` or ``stored_analysis``) and ``disagreement``; ``analysis_note``
+        when a stored analysis was unusable."""
+        out = {**self.analysis, "analysis_source": self.source}
+        if self.note:
+            out["analysis_note"] = self.note
+        if self.disagreement:
+            out["rules_analysis" if self.source == STORED else "stored_analysis"] = self.other
+            out["disagreement"] = list(self.disagreement)
+        return out
+
+
+def effective(stored: Any, rules: Mapping[str, Any], recompute: bool = False) -> EffectiveAnalysis:
+    """Choose the analysis of a run: the one its summary stores, unless unusable or ``recompute``.
+
+    The owner's pipeline writes the analysis into each summary; that stored analysis is the
+    truth about the run. drex-opt's rules (``rules``, from :func:`analyze_run`) decide only
+    when nothing usable is stored (see :func:`stored_problem`) or when ``recompute`` asks
+    for them. Never raises.
+    """
+    rules = dict(rules)
+    if stored is None:
+        return EffectiveAnalysis(analysis=rules, source=RULES, rules=rules)
+    problem = stored_problem(stored)
+    if problem is not None:
+        return EffectiveAnalysis(analysis=rules, source=RULES, rules=rules,
+                                 note=f"{problem}; drex-opt's rules are used instead")
+    stored = dict(stored)
+    lines = disagreement(stored, rules)
+    if recompute:
+        return EffectiveAnalysis(analysis=rules, source=RULES, rules=rules, stored=stored, disagreement=lines)
+    return EffectiveAnalysis(analysis=stored, source=STORED, rules=rules, stored=stored, disagreement=lines)
