@@ -26,7 +26,7 @@ from typing import Callable
 from drex_opt import notes
 from drex_opt.errors import UserError
 from drex_opt.jsonio import read_json, read_json_object, write_atomic, write_json_atomic
-from drex_opt.rules import config, machine, safety
+from drex_opt.rules import behavior, config, machine, safety
 from drex_opt.rules.objectives import run_rank
 from drex_opt.run import metrics, runner
 from drex_opt.search import export
@@ -190,8 +190,15 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     pilot.keep_checkpoints(cfg, summary, run_dir)
     focus = (summary.get("behavioral_analysis") or {}).get("next_focus")
     last = iteration + 1 >= settings.runs
+    # A completed run may still give no focus to search (the drone was not observed).
+    searchable = summary["status"] == "completed" and focus in behavior.FOCI
     if summary["status"] != "completed":
         next_step = "the run did not complete; the next run reuses the baseline (next_config.json is {})"
+    elif not searchable:
+        reason = ("the drone was not observed (no behaviour statistic arrived)" if focus == behavior.TRAIN_LONGER
+                  else f"its analysis gives {focus}, which has no search space")
+        next_step = (f"no study: {reason}; give the next run more train.total_timesteps in {pilot.proposal_path}, "
+                     "otherwise it reuses the baseline")
     elif settings.optimize:
         next_step = (f"search focus {focus} with a study on this run's configuration and export the winner "
                      f"to {pilot.proposal_path}" + ("" if not last else " for the run after this loop"))
@@ -204,8 +211,10 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                                                    why=why, advice=advice))
     out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
                           note=str(notes_path))
-    if settings.optimize and summary["status"] == "completed":
+    if settings.optimize and searchable:
         optimize_after(pilot, settings, run_dir, out)
+    elif settings.optimize and summary["status"] == "completed":
+        out.problems.append(f"no study after run {run_id}: next focus {focus} has no search space")
     return out
 
 

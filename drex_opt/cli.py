@@ -28,6 +28,7 @@ app = typer.Typer(
 
 # Shared options, declared once.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
+RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Use drex-opt's rules on the run's metrics instead of the behavioral_analysis its summary stores.")]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -100,20 +101,24 @@ def train(
 @user_errors
 def analyze(
     path: Annotated[Path, typer.Argument(help="A run folder, a summary.json, a training log, or a JSON object of environment/* metrics.", show_default=False)],
+    recompute: RecomputeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Explain what the drone does wrong and what to fix next (reads only, never writes)."""
-    from drex_opt.rules import behavior
+    """Explain what the drone does wrong and what to fix next (reads only, never writes).
+
+    A summary's stored behavioral_analysis is shown as the run's analysis; drex-opt's rules
+    decide when none is stored or with --recompute, and any disagreement is shown.
+    """
     from drex_opt.run import metrics
 
     run = metrics.read_run(path)
-    ours = behavior.analyze(run.inputs)
+    reading = metrics.run_analysis(run, recompute)
     if as_json:
-        print_json(ours)
+        print_json(reading.to_dict())
     else:
         from drex_opt.views import behavior as views_behavior
 
-        views_behavior.print_analysis(run, ours, behavior.disagreement(run.existing_analysis, ours))
+        views_behavior.print_analysis(run, reading)
 
 
 # ---------------------------------------------------------------- runs
@@ -121,6 +126,7 @@ def analyze(
 @user_errors
 def runs(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder of run folders, each with a summary.json.")] = Path("autopilot/runs"),
+    recompute: RecomputeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List past runs oldest first: success rates, severity, focus and the change since the previous run."""
@@ -128,12 +134,12 @@ def runs(
     from drex_opt.views import behavior as views_behavior
 
     found = metrics.list_runs(directory)
-    rows = metrics.run_history(found)
+    rows = metrics.run_history(found, recompute)
     views_behavior.print_skipped(found.skipped)
     if as_json:
         print_json(rows)
     else:
-        views_behavior.print_runs(rows, directory)
+        views_behavior.print_runs(rows, directory, recompute)
 
 
 # ---------------------------------------------------------------- validate
@@ -202,7 +208,8 @@ StudyNameOpt = Annotated[Optional[str], typer.Option("--study-name", help="Study
 @user_errors
 def study(
     focus: Annotated[Optional[str], typer.Option("--focus", help="Behavioural focus to search (see drex-opt spaces).")] = None,
-    from_run: Annotated[Optional[Path], typer.Option("--from-run", help="Take the focus (and severity) from this run's behavioural analysis.")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from-run", help="Take the focus (and severity) from this run's behavioural analysis (the one its summary stores).")] = None,
+    recompute: RecomputeOpt = False,
     baseline: Annotated[str, typer.Option("--baseline", "-b", help="quick, full or a path to a full config.")] = "quick",
     env: Annotated[str, typer.Option("--env", help="drone_pp or a PufferLib environment name.")] = "drone_pp",
     storage: StorageOpt = None,
@@ -227,8 +234,8 @@ def study(
     # A shell starts background jobs with SIGINT ignored; a study must still stop cleanly on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = planning.StudySettings(
-        focus=focus, from_run=from_run, baseline=baseline, env=env, storage=storage, study_name=study_name,
-        trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
+        focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env, storage=storage,
+        study_name=study_name, trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
         trial_timeout=trial_timeout, early_stopping=not no_early_stopping,
     )
     plan = planning.plan(settings)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from drex_opt import autopilot
 from drex_opt.rules import config
 from drex_opt.rules import safety
+from drex_opt.run import metrics, runner
 
 from cli_helpers import ROOT, run_cli
 
@@ -133,3 +135,28 @@ def test_unknown_mode_and_missing_baseline(pilot, tmp_path):
     assert proc.returncode == 2 and "--mode" in proc.stderr
     proc = run_cli("autopilot", "--autopilot-dir", str(tmp_path / "nowhere"), cwd=pilot)
     assert proc.returncode == 2 and "baseline not found" in proc.stderr
+
+
+@pytest.mark.parametrize("optimize", [False, True])
+def test_a_completed_run_whose_drone_was_not_observed_gets_no_study(pilot, monkeypatch, optimize):
+    """No statistic arrived (an env that reports none, a budget below its report interval):
+    the next step says so instead of sending the user to study focus train_longer."""
+    def train_without_statistics(cfg, run_dir, *args, **kwargs):
+        summary = {"run_id": run_dir.name, "status": "completed", "error": None, "agent_steps": 3000,
+                   "wall_time_s": 1.0, "checkpoint": None, "metrics": {"SPS": 1.0},
+                   **metrics.named_metrics({"SPS": 1.0}, status="completed")}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return runner.TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json")
+
+    monkeypatch.setattr(autopilot.runner, "run_training", train_without_statistics)
+    settings = autopilot.AutopilotSettings(autopilot_dir=pilot / "autopilot", optimize=optimize,
+                                           storage=f"sqlite:///{pilot}/s.db")
+    result = autopilot.run_iteration(autopilot.Autopilot(settings.autopilot_dir, "quick"), settings, 0)
+    assert result.summary["behavioral_analysis"]["next_focus"] == "train_longer"
+    notes = " ".join(Path(result.note).read_text().split())
+    assert "Behaviour: severity not_observed, next focus train_longer" in notes
+    next_step = notes[notes.index("Next step:"):]
+    assert "no study" in next_step and "not observed" in next_step and "total_timesteps" in next_step
+    assert "drex-opt study" not in next_step and "search focus" not in next_step
+    assert result.study is None and not (pilot / "s.db").exists()
+    assert bool(result.problems) == optimize

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drex_opt.rules import behavior
 from drex_opt.rules.behavior import FOCI, INPUTS, SEVERITIES, analyze, disagreement
 
 # A run on which no rule fires: focus "continue", severity "ok", no insight.
@@ -311,6 +312,124 @@ class TestDisagreement:
     @pytest.mark.parametrize("existing", [None, "ok", ["severity"]])
     def test_no_existing_analysis(self, existing):
         assert disagreement(existing, analyze(NEUTRAL)) == []
+
+
+class TestUnobserved:
+    """A run none of whose inputs arrived is not diagnosed; partly missing inputs still are."""
+
+    SHAPE = {"insights", "severity", "next_focus", "grip_efficiency", "metrics_summary", "missing_metrics"}
+
+    @pytest.mark.parametrize("status", ["failed", "timeout", "stopped"])
+    def test_a_run_that_did_not_complete(self, status):
+        result = behavior.unobserved(status, "RuntimeError: bad device\nmore detail")
+        assert set(result) == self.SHAPE
+        assert (result["severity"], result["next_focus"]) == ("failed", "fix_run")
+        [line] = result["insights"]
+        assert "failed before its first report" in line and "RuntimeError: bad device" in line
+        assert "more detail" not in line and status in line and "nothing is known about the drone" in line
+        assert result["grip_efficiency"] == 0.0 and result["missing_metrics"] == list(INPUTS)
+        assert list(result["metrics_summary"]) == ["grip_success", "delivery_success", "end_to_end", "collision_rate"]
+        json.dumps(result, allow_nan=False)
+
+    def test_failed_without_an_error(self):
+        assert "no error recorded" in behavior.unobserved("failed", None)["insights"][0]
+
+    @pytest.mark.parametrize("status", ["completed", None])
+    def test_a_run_that_completed_without_statistics(self, status):
+        result = behavior.unobserved(status)
+        assert (result["severity"], result["next_focus"]) == ("not_observed", "train_longer")
+        assert "No behaviour statistic arrived" in result["insights"][0]
+        assert "report interval" in result["insights"][0] and "not observed" in result["insights"][0]
+        assert result["missing_metrics"] == list(INPUTS)
+
+    def test_constants_stay_out_of_the_diagnosis(self):
+        assert behavior.UNOBSERVED_FOCI == (behavior.FIX_RUN, behavior.TRAIN_LONGER) == ("fix_run", "train_longer")
+        assert behavior.UNOBSERVED_SEVERITIES == (behavior.FAILED, behavior.NOT_OBSERVED) == ("failed", "not_observed")
+        assert not set(behavior.UNOBSERVED_FOCI) & set(FOCI)
+        assert not set(behavior.UNOBSERVED_SEVERITIES) & set(SEVERITIES)
+
+    @pytest.mark.parametrize("inputs", [{}, {name: None for name in INPUTS}, {"grip_success": float("nan"),
+                                                                             "oob_rate": "n/a", "hover_efficiency": True}])
+    def test_analyze_run_with_nothing_observed(self, inputs):
+        assert not behavior.observed(inputs)
+        assert behavior.analyze_run(inputs, "failed", "boom") == behavior.unobserved("failed", "boom")
+        assert behavior.analyze_run(inputs, "completed")["next_focus"] == "train_longer"
+
+    def test_analyze_run_with_one_input_is_the_contract(self):
+        # One observed input: the others count as 0, as the rules file says.
+        inputs = {"grip_success": 0.0}
+        assert behavior.observed(inputs)
+        assert behavior.analyze_run(inputs, "failed", "boom") == analyze(inputs)
+        assert (analyze(inputs)["severity"], analyze(inputs)["next_focus"]) == ("critical", "diagnostic_grip")
+        assert len(analyze(inputs)["missing_metrics"]) == len(INPUTS) - 1
+
+    def test_analyze_is_unchanged_with_nothing_observed(self):
+        assert analyze({})["severity"] == "critical" and analyze({})["next_focus"] == "diagnostic_grip"
+
+
+CARRYING = {**NEUTRAL, "grip_success": 0.35, "delivery_success": 0.02, "grip_attempts": 0.6}
+
+
+class TestEffective:
+    """The stored analysis decides unless it is unusable or the rules are asked for."""
+
+    STORED = {"severity": "ok", "next_focus": "optimize_performance", "insights": ["owner says fine"], "extra": 1}
+
+    def test_stored_is_the_truth(self):
+        rules = analyze(CARRYING)
+        reading = behavior.effective(self.STORED, rules)
+        assert reading.source == "stored" and reading.analysis == self.STORED
+        assert reading.rules == rules and reading.stored == self.STORED
+        assert len(reading.disagreement) == 1 and "next_focus" in reading.disagreement[0]
+        assert reading.other == rules and reading.note is None
+        out = reading.to_dict()
+        assert out == {**self.STORED, "analysis_source": "stored", "rules_analysis": rules,
+                       "disagreement": reading.disagreement}
+
+    def test_recompute_uses_the_rules(self):
+        rules = analyze(CARRYING)
+        reading = behavior.effective(self.STORED, rules, recompute=True)
+        assert reading.source == "rules" and reading.analysis == rules and reading.other == self.STORED
+        out = reading.to_dict()
+        assert out["next_focus"] == "improve_carrying" and out["stored_analysis"] == self.STORED
+        assert "rules_analysis" not in out and out["disagreement"] == reading.disagreement
+
+    def test_agreeing_readings_add_nothing(self):
+        rules = analyze(CARRYING)
+        stored = {"severity": "ok", "next_focus": "improve_carrying"}
+        for recompute in (False, True):
+            out = behavior.effective(stored, rules, recompute).to_dict()
+            assert set(out) - set(stored) - set(rules) == {"analysis_source"}
+
+    def test_nothing_stored(self):
+        rules = analyze(CARRYING)
+        reading = behavior.effective(None, rules)
+        assert reading.source == "rules" and reading.analysis == rules and reading.note is None
+        assert reading.to_dict() == {**rules, "analysis_source": "rules"}
+
+    @pytest.mark.parametrize("stored, why", [
+        ("ok", "a str, not an object"),
+        (["ok"], "a list, not an object"),
+        ({"next_focus": "improve_grip"}, "no severity"),
+        ({"severity": "ok", "next_focus": 3}, "no next_focus"),
+        ({"severity": " ", "next_focus": "improve_grip"}, "no severity"),
+    ])
+    def test_unusable_stored_falls_back_to_the_rules_and_says_why(self, stored, why):
+        rules = analyze(CARRYING)
+        assert behavior.stored_problem(stored) is not None
+        reading = behavior.effective(stored, rules)
+        assert reading.source == "rules" and reading.analysis == rules and reading.stored is None
+        assert why in reading.note and "rules are used" in reading.note
+        out = reading.to_dict()
+        assert out["analysis_note"] == reading.note and "disagreement" not in out
+
+    def test_usable_stored(self):
+        assert behavior.stored_problem({"severity": "high", "next_focus": "anything"}) is None
+
+    def test_insights_of(self):
+        assert behavior.insights_of({"insights": "one"}) == ["one"]
+        assert behavior.insights_of({"insights": [1, "two"]}) == ["1", "two"]
+        assert behavior.insights_of({"insights": {"a": 1}}) == [] and behavior.insights_of(None) == []
 
 
 ANY_VALUE = st.one_of(

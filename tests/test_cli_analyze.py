@@ -59,14 +59,31 @@ def assert_one_line_error(result_code: int, stdout: str, stderr: str, *needles: 
 
 
 class TestAnalyze:
-    def test_json_is_our_analysis(self, tmp_path):
+    def test_json_is_the_stored_analysis(self, tmp_path):
         stored = {"severity": "critical", "next_focus": "diagnostic_grip", "insights": ["stale"]}
         folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0, stored))
         result = runner.invoke(app, ["analyze", str(folder), "--json"])
         assert result.exit_code == 0, result.output
         printed = json.loads(result.stdout)
-        assert printed == behavior.analyze(INPUTS)
-        assert printed["next_focus"] == "improve_carrying"
+        ours = behavior.analyze(INPUTS)
+        assert printed == {**stored, "analysis_source": "stored", "rules_analysis": ours,
+                           "disagreement": behavior.disagreement(stored, ours)}
+        assert ours["next_focus"] == "improve_carrying" and len(printed["disagreement"]) == 2
+
+    def test_json_recompute_is_our_analysis(self, tmp_path):
+        stored = {"severity": "critical", "next_focus": "diagnostic_grip", "insights": ["stale"]}
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0, stored))
+        result = runner.invoke(app, ["analyze", str(folder), "--recompute", "--json"])
+        assert result.exit_code == 0, result.output
+        ours = behavior.analyze(INPUTS)
+        assert json.loads(result.stdout) == {**ours, "analysis_source": "rules", "stored_analysis": stored,
+                                             "disagreement": behavior.disagreement(stored, ours)}
+
+    def test_json_without_a_stored_analysis(self, tmp_path):
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0))
+        for extra in ([], ["--recompute"]):
+            result = runner.invoke(app, ["analyze", str(folder), "--json", *extra])
+            assert json.loads(result.stdout) == {**behavior.analyze(INPUTS), "analysis_source": "rules"}
 
     def test_human_view_with_disagreement(self, tmp_path):
         stored = {"severity": "critical", "next_focus": "diagnostic_grip"}
@@ -74,11 +91,19 @@ class TestAnalyze:
         result = runner.invoke(app, ["analyze", str(folder)])
         assert result.exit_code == 0, result.output
         out = result.stdout
-        assert "OK" in out and "improve_carrying" in out
-        assert "Can grip but cannot deliver" in out
+        # The stored analysis first, as the one used; the rules' reading after it.
+        assert out.index("CRITICAL") < out.index("diagnostic_grip") < out.index("disagrees") < out.index("OK")
+        assert "stored in the summary" in out and "--recompute" in out
+        assert "improve_carrying" in out and "Can grip but cannot deliver" in out
         assert "35.0%" in out and "environment/perfect_grip" in out
-        assert "disagrees" in out
         assert "'critical'" in out and "'diagnostic_grip'" in out
+
+    def test_human_view_recomputed(self, tmp_path):
+        stored = {"severity": "critical", "next_focus": "diagnostic_grip"}
+        folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0, stored))
+        out = runner.invoke(app, ["analyze", str(folder), "--recompute"]).stdout
+        assert out.index("OK") < out.index("improve_carrying") < out.index("disagrees") < out.index("CRITICAL")
+        assert "drex-opt's rules (--recompute" in out and "Stored analysis" in out
 
     def test_human_view_agreeing(self, tmp_path):
         stored = {"severity": "ok", "next_focus": "improve_carrying"}
@@ -131,7 +156,9 @@ class TestRuns:
         assert result.exit_code == 0, result.output
         rows = json.loads(result.stdout)
         assert [r["run_id"] for r in rows] == ["c", "b", "a"]
-        assert [r["next_focus"] for r in rows] == ["improve_grip", "improve_carrying", "optimize_performance"]
+        # b's summary stores tune_grip (the rules give improve_carrying): the stored one is shown.
+        assert [r["next_focus"] for r in rows] == ["improve_grip", "tune_grip", "optimize_performance"]
+        assert [r["analysis_source"] for r in rows] == ["rules", "stored", "rules"]
         assert [r["severity"] for r in rows] == ["warning", "ok", "ok"]
         assert rows[0]["delta"] == {"grip_success": None, "delivery_success": None, "end_to_end_success": None}
         assert rows[1]["delta"] == {"grip_success": 30.0, "delivery_success": 2.0, "end_to_end_success": 0.0}
@@ -140,6 +167,9 @@ class TestRuns:
                                 "end_to_end_success", "severity", "next_focus", "delta"}
         assert rows[2]["path"] == str(tmp_path / "a") and rows[2]["timestamp"] == "2025-11-26T12:00:00Z"
         assert rows[1]["disagreement"] and not rows[0]["disagreement"]
+        recomputed = json.loads(runner.invoke(app, ["runs", str(tmp_path), "--recompute", "--json"]).stdout)
+        assert [r["next_focus"] for r in recomputed] == ["improve_grip", "improve_carrying", "optimize_performance"]
+        assert recomputed[1]["disagreement"] == rows[1]["disagreement"]
 
     def test_human_table(self, tmp_path):
         self.make_history(tmp_path)
@@ -148,8 +178,11 @@ class TestRuns:
         out = result.stdout
         positions = [out.index(f"  {name} ") for name in ("c", "b *", "a")]
         assert positions == sorted(positions)
-        assert "improve_carrying" in out and "WARNING" in out
+        assert "tune_grip" in out and "improve_carrying" not in out and "WARNING" in out
         assert "+30.0" in out and "+38.0" in out
+        assert "the stored one is shown" in " ".join(out.split())
+        out = runner.invoke(app, ["runs", str(tmp_path), "--recompute"]).stdout
+        assert "improve_carrying" in out and "tune_grip" not in out and "rules are shown" in " ".join(out.split())
 
     def test_empty_dir(self, tmp_path):
         result = runner.invoke(app, ["runs", str(tmp_path), "--json"])
@@ -204,4 +237,4 @@ class TestConsoleScript:
         folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0))
         done = self.run("analyze", str(folder), "--json")
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == behavior.analyze(INPUTS)
+        assert json.loads(done.stdout) == {**behavior.analyze(INPUTS), "analysis_source": "rules"}

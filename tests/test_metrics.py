@@ -10,7 +10,9 @@ import pytest
 
 from drex_opt.rules import behavior
 from drex_opt.errors import UserError
-from drex_opt.run.metrics import NAMED_FROM_RAW, RunList, list_runs, named_metrics, read_run, run_history
+from drex_opt.run import runner
+from drex_opt.run.metrics import (NAMED_FROM_RAW, RunList, list_runs, named_metrics, read_run, run_analysis,
+                                  run_history)
 
 RAW = {
     "environment/perfect_grip": 0.42,
@@ -109,6 +111,23 @@ class TestNamedMetrics:
         assert fields["metrics_extended"]["value_loss"] is None
         assert fields["behavioral_analysis"]["missing_metrics"] == list(behavior.INPUTS)
 
+    @pytest.mark.parametrize("status", ["failed", "timeout"])
+    def test_nothing_observed_in_a_run_that_did_not_complete(self, status):
+        fields = named_metrics({"SPS": 10.0}, status=status, error="RuntimeError: no such device")
+        analysis = fields["behavioral_analysis"]
+        assert (analysis["severity"], analysis["next_focus"]) == ("failed", "fix_run")
+        assert "no such device" in analysis["insights"][0]
+        assert analysis == behavior.unobserved(status, "RuntimeError: no such device")
+
+    def test_nothing_observed_in_a_completed_run(self):
+        analysis = named_metrics({"environment/score": 1.0}, status="completed")["behavioral_analysis"]
+        assert (analysis["severity"], analysis["next_focus"]) == ("not_observed", "train_longer")
+
+    def test_one_observed_input_in_a_failed_run_is_diagnosed(self):
+        analysis = named_metrics({"environment/to_pickup": 0.0}, status="failed", error="x")["behavioral_analysis"]
+        assert analysis == behavior.analyze({"grip_attempts": 0.0})
+        assert (analysis["severity"], analysis["next_focus"]) == ("critical", "diagnostic_grip")
+
     def test_numpy_values_become_json_numbers(self):
         import numpy as np
 
@@ -179,6 +198,78 @@ class TestAutopilotSummary:
         read_run(path)
         read_run(tmp_path)
         assert (path.read_bytes(), path.stat().st_mtime_ns) == before
+
+
+class TestStoredAnalysis:
+    def test_a_stored_analysis_alone_is_enough(self, tmp_path):
+        stored = {"severity": "failed", "next_focus": "fix_run", "insights": ["Run failed before its first report"]}
+        path = write(tmp_path / "r" / "summary.json", {"run_id": "r", "status": "failed", "error": "boom",
+                                                       "grip_success": None, "behavioral_analysis": stored})
+        run = read_run(path)
+        assert all(value is None for value in run.inputs.values())
+        assert run.existing_analysis == stored and run.extra == {"status": "failed", "error": "boom"}
+        reading = run_analysis(run)
+        assert reading.source == "stored" and reading.analysis == stored
+        assert reading.rules == behavior.unobserved("failed", "boom") and reading.disagreement == []
+
+    @pytest.mark.parametrize("stored", [{"severity": "ok"}, "ok", None])
+    def test_no_metric_and_no_usable_stored_analysis_is_refused(self, tmp_path, stored):
+        path = write(tmp_path / "summary.json", {"grip_success": None, "behavioral_analysis": stored})
+        with pytest.raises(UserError, match="no behaviour metrics"):
+            read_run(path)
+
+    def test_owner_summary_uses_the_stored_focus(self, tmp_path):
+        summary = autopilot_summary(behavioral_analysis={"severity": "ok", "next_focus": "optimize_performance"})
+        run = read_run(write(tmp_path / "summary.json", summary))
+        reading = run_analysis(run)
+        assert reading.source == "stored" and reading.analysis["next_focus"] == "optimize_performance"
+        assert reading.rules == behavior.analyze(EXPECTED_INPUTS)
+        assert reading.rules["next_focus"] == "improve_carrying"
+        assert run_analysis(run, recompute=True).analysis == reading.rules
+
+    def test_a_malformed_stored_analysis_is_not_used(self, tmp_path):
+        run = read_run(write(tmp_path / "summary.json", autopilot_summary(behavioral_analysis=["ok"])))
+        reading = run_analysis(run)
+        assert reading.source == "rules" and reading.analysis == behavior.analyze(EXPECTED_INPUTS)
+        assert "list, not an object" in reading.note
+
+
+def finish(tmp_path: Path, name: str, state: dict) -> Path:
+    """The summary ``runner._finish`` writes for a follower that saw ``state``."""
+    from types import SimpleNamespace
+
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    follower = SimpleNamespace(state={"status": None, "error": None, "final": None, "last": {}, "start": {}, **state},
+                               history=[], timestamp="2025-11-26T10:00:00+00:00", started=0.0)
+    runner._finish(run_dir, {"train": {"seed": 1, "total_timesteps": 1000}}, "drone_pp", follower, None)
+    return run_dir
+
+
+class TestDrexSummariesCarryOurAnalysis:
+    """A summary drex-opt wrote holds the analysis its rules give again when read back."""
+
+    @pytest.mark.parametrize("state", [
+        {"status": "completed", "final": {"event": "final", "checkpoint": "m.pt", **RAW}},
+        {"status": "failed", "error": "RuntimeError: no such device"},
+        {"status": "completed", "final": {"event": "final", "SPS": 1.0, "agent_steps": 10}},
+        {"status": "timeout", "error": "killed after the 5 s timeout", "last": {"event": "progress", **RAW}},
+    ], ids=["completed", "failed-at-start", "completed-unobserved", "timeout-after-reports"])
+    def test_stored_equals_recomputed(self, tmp_path, state):
+        run_dir = finish(tmp_path, "run", state)
+        stored = json.loads((run_dir / "summary.json").read_text())["behavioral_analysis"]
+        run = read_run(run_dir)
+        assert run.source == "drex_summary"
+        reading = run_analysis(run)
+        assert reading.source == "stored" and reading.analysis == stored
+        assert reading.rules == stored and reading.disagreement == []
+        assert run_analysis(run, recompute=True).analysis == stored
+
+    def test_a_run_that_failed_at_start_is_not_diagnosed(self, tmp_path):
+        run_dir = finish(tmp_path, "run", {"status": "failed", "error": "RuntimeError: no such device"})
+        analysis = json.loads((run_dir / "summary.json").read_text())["behavioral_analysis"]
+        assert (analysis["severity"], analysis["next_focus"]) == ("failed", "fix_run")
+        assert "no such device" in analysis["insights"][0]
 
 
 class TestRunFolder:
@@ -367,9 +458,17 @@ class TestRunHistory:
                  existing={"severity": "ok", "next_focus": "tune_grip"})
         make_run(tmp_path, "r2", "2025-11-26T11:00:00Z", 0.35, 0.02, 0.0,
                  existing={"severity": "ok", "next_focus": "improve_carrying"})
+        make_run(tmp_path, "r3", "2025-11-26T12:00:00Z", 0.35, 0.02, 0.0)
         rows = run_history(list_runs(tmp_path))
         assert len(rows[0]["disagreement"]) == 1 and "next_focus" in rows[0]["disagreement"][0]
-        assert rows[1]["disagreement"] == []
+        assert rows[1]["disagreement"] == [] and rows[2]["disagreement"] == []
+        # The columns show the effective analysis: the stored one, unless recomputed.
+        assert [r["next_focus"] for r in rows] == ["tune_grip", "improve_carrying", "improve_carrying"]
+        assert [r["analysis_source"] for r in rows] == ["stored", "stored", "rules"]
+        rows = run_history(list_runs(tmp_path), recompute=True)
+        assert [r["next_focus"] for r in rows] == ["improve_carrying"] * 3
+        assert [r["analysis_source"] for r in rows] == ["rules"] * 3
+        assert len(rows[0]["disagreement"]) == 1
 
     def test_empty(self):
         assert run_history([]) == []

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from drex_opt.rules import behavior
+from drex_opt.run import metrics
 
 from cli_helpers import ROOT, one_line_error as assert_one_line_error, run_cli as drex
 
@@ -39,6 +40,9 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     assert "environment/perfect_grip" in summary["metrics"] and "losses/policy_loss" in summary["metrics"]
     assert summary["history"] and summary["history"][-1]["agent_steps"] <= summary["agent_steps"]
     assert summary["behavioral_analysis"]["next_focus"] in behavior.FOCI
+    # drex-opt's own runs carry drex-opt's analysis: read back, the rules give the same one.
+    reading = metrics.run_analysis(metrics.read_run(run_dir))
+    assert reading.source == "stored" and reading.rules == summary["behavioral_analysis"]
     assert Path(summary["checkpoint"]).is_file() and summary["checkpoint"].endswith("model.pt")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["total_timesteps"] == 100_000 and config["train"]["seed"] == 3
@@ -80,6 +84,36 @@ def test_a_crashing_child_is_a_failed_run(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and "injected crash" in summary["error"]
     assert "Traceback" in (run_dir / "train.log").read_text()  # the child's traceback is in the log
+
+
+def test_a_run_that_fails_before_its_first_report_does_not_blame_the_drone(tmp_path):
+    """A checkpoint that cannot be loaded stops the child before any metric: the summary says the
+    run failed, not that the drone did; analyze shows it and a study refuses to take a focus from it."""
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"not a torch checkpoint")
+    run_dir = tmp_path / "run"
+    proc = drex("train", "--config", QUICK, "--timesteps", "5000", "--run-dir", str(run_dir),
+                "--load-model-path", str(bad), "--json")
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["agent_steps"] == 0 and summary["history"] == []
+    analysis = summary["behavioral_analysis"]
+    assert (analysis["severity"], analysis["next_focus"]) == ("failed", "fix_run")
+    assert analysis["missing_metrics"] == list(behavior.INPUTS) and analysis["grip_efficiency"] == 0.0
+    assert "failed before its first report" in analysis["insights"][0]
+    assert summary["error"].split(":")[0] in analysis["insights"][0]
+    assert "diagnostic_grip" not in json.dumps(summary)
+
+    shown = drex("analyze", str(run_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert "FAILED" in shown.stdout and "fix_run" in shown.stdout and "stored in the summary" in shown.stdout
+    as_json = json.loads(drex("analyze", str(run_dir), "--json").stdout)
+    assert as_json == {**analysis, "analysis_source": "stored"}  # the rules read the run the same way
+
+    db = tmp_path / "x.db"
+    refused = drex("study", "--from-run", str(run_dir), "--storage", f"sqlite:///{db}", cwd=tmp_path, timeout=120)
+    assert_one_line_error(refused, str(run_dir), "'fix_run'", "--focus")
+    assert not db.exists() and not (tmp_path / "studies").exists()
 
 
 # Long enough for the first progress report on a loaded two-core machine; the test waits for
@@ -128,6 +162,9 @@ def test_a_pufferlib_env_by_name(tmp_path):
     assert summary["agent_steps"] >= 3000
     assert summary["grip_success"] is None  # that env logs no drone statistics
     assert "grip_success" in summary["behavioral_analysis"]["missing_metrics"]
+    # Completed, but no drone statistic: the drone was not observed, so it is not diagnosed.
+    assert summary["behavioral_analysis"]["severity"] == "not_observed"
+    assert summary["behavioral_analysis"]["next_focus"] == "train_longer"
     assert any("num_drones" in note for note in summary["notes"])
 
 

@@ -10,6 +10,7 @@ import math
 import numbers
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from drex_opt.rules.objectives import pct
@@ -26,8 +27,24 @@ INPUTS = (
     "oob_rate",
 )
 
-#: Every ``severity`` value, worst first.
+#: Every ``severity`` value of a diagnosis, worst first.
 SEVERITIES = ("critical", "warning", "ok")
+
+# A run whose drone was never observed (none of the inputs arrived) gets no diagnosis: it
+# says why instead. These values stay out of SEVERITIES and FOCI, so no search space,
+# budget rule or study can take them for a behaviour of the drone.
+FAILED = "failed"  #: severity: the run did not complete before its first report
+NOT_OBSERVED = "not_observed"  #: severity: the run completed but no statistic arrived
+FIX_RUN = "fix_run"  #: next_focus of a FAILED run: make the run work first
+TRAIN_LONGER = "train_longer"  #: next_focus of a NOT_OBSERVED run: a budget long enough to report
+#: Every ``severity`` of an analysis that does not diagnose the drone.
+UNOBSERVED_SEVERITIES = (FAILED, NOT_OBSERVED)
+#: Every ``next_focus`` of an analysis that does not diagnose the drone (no search space).
+UNOBSERVED_FOCI = (FIX_RUN, TRAIN_LONGER)
+
+#: Where the analysis of a run came from: the ``behavioral_analysis`` its summary holds, or
+#: drex-opt's rules applied to its metrics.
+STORED, RULES = "stored", "rules"
 
 # Rows 1-8 of the rules table: (focus, condition, sentence). The severity conditions are
 # rows 6 (critical), 7 and 3 (warning), so they share those rows' sentences.
@@ -213,3 +230,142 @@ def disagreement(existing: Mapping[str, Any] | None, ours: Mapping[str, Any]) ->
             stated = repr(theirs) if theirs is not None else "nothing"
             lines.append(f"{key}: the stored analysis says {stated}, the rules give {mine!r}")
     return lines
+
+
+def observed(inputs: Mapping[str, Any]) -> bool:
+    """Whether at least one of the :data:`INPUTS` holds a usable number (see :func:`analyze`)."""
+    source = inputs if isinstance(inputs, Mapping) else {}
+    return any(_read(source.get(name))[0] is not None for name in INPUTS)
+
+
+def unobserved(status: Any = None, error: Any = None) -> dict:
+    """The analysis of a run whose drone was never observed: it says why, it diagnoses nothing.
+
+    Shaped like :func:`analyze`'s result, with ``grip_efficiency`` 0, every input in
+    ``missing_metrics`` and ``"n/a"`` in ``metrics_summary`` (nothing was measured, not 0%).
+
+    Args:
+        status: the run's status. Anything other than ``"completed"`` or None (``failed``,
+            ``timeout``, ``stopped``, ...) means the run ended before its first report:
+            severity :data:`FAILED`, next_focus :data:`FIX_RUN`. Otherwise the run went on
+            but no statistic arrived: severity :data:`NOT_OBSERVED`, next_focus
+            :data:`TRAIN_LONGER`.
+        error: the run's error, quoted (first line) in the insight of a failed run.
+    """
+    if status is not None and status != "completed":
+        reason = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else "no error recorded"
+        severity, next_focus = FAILED, FIX_RUN
+        insight = (f"Run failed before its first report ({status}: {reason}) — nothing is known about the "
+                   "drone; fix the run, then train again")
+    else:
+        severity, next_focus = NOT_OBSERVED, TRAIN_LONGER
+        insight = ("No behaviour statistic arrived during the run (the budget may be shorter than the "
+                   "environment's report interval) — the drone was not observed; train longer")
+    return {
+        "insights": [insight],
+        "severity": severity,
+        "next_focus": next_focus,
+        "grip_efficiency": 0.0,
+        "metrics_summary": {key: "n/a" for key in ("grip_success", "delivery_success", "end_to_end", "collision_rate")},
+        "missing_metrics": list(INPUTS),
+    }
+
+
+def analyze_run(inputs: Mapping[str, Any], status: Any = None, error: Any = None) -> dict:
+    """drex-opt's reading of a run: :func:`analyze` when any input was observed, else
+    :func:`unobserved` (``status`` and ``error`` only matter then).
+
+    Partly missing inputs still count as 0, as the contract says; only a run with no input
+    at all is left undiagnosed.
+    """
+    return analyze(inputs) if observed(inputs) else unobserved(status, error)
+
+
+def stored_problem(stored: Any) -> str | None:
+    """Why a stored ``behavioral_analysis`` cannot be used; None when it can.
+
+    Usable: an object whose ``severity`` and ``next_focus`` are non-empty strings (other
+    keys are shown as they are, never required). None (no stored analysis) is a problem too.
+    """
+    if stored is None:
+        return "the summary holds no behavioral_analysis"
+    if not isinstance(stored, Mapping):
+        return f"the stored behavioral_analysis is a {type(stored).__name__}, not an object"
+    for key in ("severity", "next_focus"):
+        value = stored.get(key)
+        if not isinstance(value, str) or not value.strip():
+            return f"the stored behavioral_analysis has no {key} text (found {_show(value)})"
+    return None
+
+
+def insights_of(analysis: Mapping[str, Any] | None) -> list[str]:
+    """An analysis's insights as a list of strings, whatever a stored one holds there."""
+    insights = analysis.get("insights") if isinstance(analysis, Mapping) else None
+    if isinstance(insights, str):
+        return [insights]
+    if isinstance(insights, (list, tuple)):
+        return [str(line) for line in insights]
+    return []
+
+
+@dataclass(frozen=True)
+class EffectiveAnalysis:
+    """The analysis that decides (``analysis``), where it came from, and the other reading.
+
+    Attributes:
+        analysis: the stored analysis as it is, or the rules' one.
+        source: :data:`STORED` or :data:`RULES`.
+        rules: drex-opt's reading of the run (always computed).
+        stored: the stored analysis when usable, else None.
+        disagreement: lines where ``stored`` and ``rules`` differ in severity or
+            next_focus; empty when they agree or nothing usable is stored.
+        note: why a stored analysis that is present was not used (malformed); else None.
+    """
+
+    analysis: dict
+    source: str
+    rules: dict
+    stored: dict | None = None
+    disagreement: list[str] = field(default_factory=list)
+    note: str | None = None
+
+    @property
+    def other(self) -> dict | None:
+        """The reading not used, when it differs from the one used; else None."""
+        if not self.disagreement:
+            return None
+        return self.rules if self.source == STORED else self.stored
+
+    def to_dict(self) -> dict:
+        """The analysis plus ``analysis_source``; when the readings differ, the other one
+        (``rules_analysis`` or ``stored_analysis``) and ``disagreement``; ``analysis_note``
+        when a stored analysis was unusable."""
+        out = {**self.analysis, "analysis_source": self.source}
+        if self.note:
+            out["analysis_note"] = self.note
+        if self.disagreement:
+            out["rules_analysis" if self.source == STORED else "stored_analysis"] = self.other
+            out["disagreement"] = list(self.disagreement)
+        return out
+
+
+def effective(stored: Any, rules: Mapping[str, Any], recompute: bool = False) -> EffectiveAnalysis:
+    """Choose the analysis of a run: the one its summary stores, unless unusable or ``recompute``.
+
+    The owner's pipeline writes the analysis into each summary; that stored analysis is the
+    truth about the run. drex-opt's rules (``rules``, from :func:`analyze_run`) decide only
+    when nothing usable is stored (see :func:`stored_problem`) or when ``recompute`` asks
+    for them. Never raises.
+    """
+    rules = dict(rules)
+    if stored is None:
+        return EffectiveAnalysis(analysis=rules, source=RULES, rules=rules)
+    problem = stored_problem(stored)
+    if problem is not None:
+        return EffectiveAnalysis(analysis=rules, source=RULES, rules=rules,
+                                 note=f"{problem}; drex-opt's rules are used instead")
+    stored = dict(stored)
+    lines = disagreement(stored, rules)
+    if recompute:
+        return EffectiveAnalysis(analysis=rules, source=RULES, rules=rules, stored=stored, disagreement=lines)
+    return EffectiveAnalysis(analysis=stored, source=STORED, rules=rules, stored=stored, disagreement=lines)

@@ -6,7 +6,9 @@ Formats understood by :func:`read_run` (the first that fits wins):
 - a ``summary.json`` written by drex-opt (named fields, ``metrics_extended`` and a ``metrics``
   object of raw PufferLib keys) or by the owner's autopilot loop (named fields,
   ``metrics_extended``, ``trainer_summary.metrics`` and usually a ``behavioral_analysis``);
-  recognised by those fields, whatever the file is called;
+  recognised by those fields, whatever the file is called. A summary's stored
+  ``behavioral_analysis`` is the run's analysis (:func:`run_analysis`); drex-opt's rules
+  read the metrics when none is stored or when asked to recompute;
 - a ``.json`` file holding a flat object of raw ``environment/*`` keys;
 - a training log: any other text whose lines hold JSON objects, possibly after a prefix such
   as a timestamp; the latest value of each key wins.
@@ -48,7 +50,7 @@ _EXTENDED = ("grip_attempts", "delivery_attempts", "hover_efficiency", "collisio
 _LOSSES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
 _SUMMARY_MARKERS = (*OBJECTIVES, "metrics_extended", "behavioral_analysis", "trainer_summary")
 _TIMESTAMP_KEYS = ("timestamp", "finished_at", "started_at", "created_at")
-_EXTRA_KEYS = ("mean_reward", "episode_length", "status", "SPS", "agent_steps")
+_EXTRA_KEYS = ("mean_reward", "episode_length", "status", "error", "SPS", "agent_steps")
 
 _DECODER = json.JSONDecoder()
 
@@ -60,18 +62,19 @@ class RunMetrics:
     Attributes:
         inputs: the 8 names of :data:`behavior.INPUTS`; a value is None when not found
             (other values are passed through unchecked: the analysis judges them).
-        existing_analysis: the ``behavioral_analysis`` object the file already held, if any.
+        existing_analysis: the ``behavioral_analysis`` the file holds, as it is (None when
+            absent or null); :func:`run_analysis` decides whether it can be used.
         source: ``drex_summary``, ``autopilot_summary``, ``log`` or ``metrics_json``.
         path: the path as given (a run folder or a file).
         run_id: the summary's ``run_id``, else the run folder's name, else the file's stem.
         timestamp: the summary's timestamp as text (epoch numbers become ISO 8601 UTC).
         extra: context found beside the inputs (``mean_reward``, ``episode_length``,
-            ``status``, ``SPS``, ``agent_steps``), only the keys present.
+            ``status``, ``error``, ``SPS``, ``agent_steps``), only the keys present.
         file: the file actually read.
     """
 
     inputs: dict[str, Any]
-    existing_analysis: dict | None
+    existing_analysis: Any
     source: str
     path: Path
     run_id: str | None
@@ -101,17 +104,20 @@ def _finite(value: Any) -> float | int | None:
     return x if math.isfinite(x) else None
 
 
-def named_metrics(raw: Mapping[str, Any]) -> dict:
+def named_metrics(raw: Mapping[str, Any], status: str | None = None, error: str | None = None) -> dict:
     """Build the summary fields drex-opt writes from a flat dict of PufferLib log keys.
 
     Args:
         raw: ``environment/*``, ``losses/*``, ``SPS``, ``agent_steps`` as PuffeRL logs them.
+        status: the run's status (``completed``, ``failed``, ...) and ``error`` its error:
+            they explain a run none of whose rule inputs arrived (:func:`behavior.unobserved`).
 
     Returns:
         ``grip_success``, ``delivery_success``, ``end_to_end_success``, ``mean_reward``,
         ``episode_length``, ``metrics_extended`` (the other rule inputs, ``SPS``,
-        ``agent_steps`` and the losses) and ``behavioral_analysis`` computed from them, so
-        every summary carries its analysis. Absent, non-numeric or non-finite values are None.
+        ``agent_steps`` and the losses) and ``behavioral_analysis`` computed from them
+        (:func:`behavior.analyze_run`), so every summary carries its analysis. Absent,
+        non-numeric or non-finite values are None.
     """
     fields: dict[str, Any] = {
         name: _finite(raw.get(NAMED_FROM_RAW[name]))
@@ -123,7 +129,7 @@ def named_metrics(raw: Mapping[str, Any]) -> dict:
     for loss in _LOSSES:
         extended[loss] = _finite(raw.get(f"losses/{loss}"))
     fields["metrics_extended"] = extended
-    fields["behavioral_analysis"] = behavior.analyze({**fields, **extended})
+    fields["behavioral_analysis"] = behavior.analyze_run({**fields, **extended}, status, error)
     return fields
 
 
@@ -282,27 +288,26 @@ def _json_or_none(text: str, target: Path) -> Any:
 def read_run(path: str | Path) -> RunMetrics:
     """Read one run's rule inputs from a run folder, a summary, a metrics object or a log.
 
-    Never writes anything. An existing ``behavioral_analysis`` is returned as is in
-    ``existing_analysis``; compare it with :func:`behavior.analyze` of ``inputs``.
+    Never writes anything. A stored ``behavioral_analysis`` is returned as is in
+    ``existing_analysis``; :func:`run_analysis` gives the run's effective analysis.
 
     Raises:
         UserError: path missing or unreadable, file empty, a ``.json`` file that is
-            malformed or not an object, or no rule input found at all (one-line message
-            naming the path).
+            malformed or not an object, or no rule input found at all and no usable stored
+            analysis either (one-line message naming the path).
     """
     given = Path(path)
     target = _target_file(given)
     text = _read_text(target)
     data = _json_or_none(text, target)
-    existing: dict | None = None
+    existing: Any = None
     stamp: str | None = None
     run_id: str | None = None
     if isinstance(data, dict) and any(key in data for key in _SUMMARY_MARKERS):
         inputs, extra = _from_summary(data)
         drex = isinstance(data.get("metrics"), Mapping) and "trainer_summary" not in data
         source = "drex_summary" if drex else "autopilot_summary"
-        if isinstance(data.get("behavioral_analysis"), dict):
-            existing = data["behavioral_analysis"]
+        existing = data.get("behavioral_analysis")
         stamp = _timestamp(data)
         if isinstance(data.get("run_id"), str) and data["run_id"].strip():
             run_id = data["run_id"].strip()
@@ -313,7 +318,8 @@ def read_run(path: str | Path) -> RunMetrics:
         inputs, extra = _from_raw(_read_log(text))
         source = "log"
 
-    if all(value is None for value in inputs.values()):
+    # A stored analysis alone is enough to show (e.g. a run that failed before any metric).
+    if all(value is None for value in inputs.values()) and behavior.stored_problem(existing) is not None:
         keys = ", ".join(NAMED_FROM_RAW[name] for name in behavior.INPUTS[:3])
         raise UserError(f"no behaviour metrics ({keys}, ...) found in {target}")
 
@@ -368,18 +374,30 @@ def list_runs(directory: str | Path) -> RunList:
     return RunList(sorted(runs, key=_sort_key), skipped)
 
 
-def run_history(runs: Sequence[RunMetrics]) -> list[dict]:
+def run_analysis(run: RunMetrics, recompute: bool = False) -> behavior.EffectiveAnalysis:
+    """The run's effective analysis: the stored one, unless unusable or ``recompute``.
+
+    drex-opt's reading is :func:`behavior.analyze_run` of the run's inputs (its status and
+    error explain a run without any input); see :func:`behavior.effective` for the choice.
+    """
+    rules = behavior.analyze_run(run.inputs, run.extra.get("status"), run.extra.get("error"))
+    return behavior.effective(run.existing_analysis, rules, recompute)
+
+
+def run_history(runs: Sequence[RunMetrics], recompute: bool = False) -> list[dict]:
     """One row per run for ``drex-opt runs``, in the given order.
 
     Each row: ``run_id``, ``path``, ``timestamp``, the three headline fractions (None when
-    not a finite number), our ``severity`` and ``next_focus``, ``delta`` (change since the
-    previous row in percentage points; None for the first row or when either side is
-    missing) and ``disagreement`` (lines where a stored analysis differs from ours).
+    not a finite number), ``severity`` and ``next_focus`` of the effective analysis
+    (:func:`run_analysis`: the stored one unless ``recompute``), ``analysis_source``
+    (``stored`` or ``rules``), ``delta`` (change since the previous row in percentage
+    points; None for the first row or when either side is missing) and ``disagreement``
+    (lines where a stored analysis differs from the rules).
     """
     rows: list[dict] = []
     previous: dict[str, Any] | None = None
     for run in runs:
-        ours = behavior.analyze(run.inputs)
+        reading = run_analysis(run, recompute)
         values = {name: _finite(run.inputs.get(name)) for name in OBJECTIVES}
         delta = {
             name: (
@@ -394,10 +412,11 @@ def run_history(runs: Sequence[RunMetrics]) -> list[dict]:
             "path": str(run.path),
             "timestamp": run.timestamp,
             **values,
-            "severity": ours["severity"],
-            "next_focus": ours["next_focus"],
+            "severity": reading.analysis["severity"],
+            "next_focus": reading.analysis["next_focus"],
+            "analysis_source": reading.source,
             "delta": delta,
-            "disagreement": behavior.disagreement(run.existing_analysis, ours),
+            "disagreement": reading.disagreement,
         })
         previous = values
     return rows

@@ -264,7 +264,8 @@ def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, sum
     state, history = follower.state, follower.history
     last = state["final"] or state["last"] or {}
     raw = {k: v for k, v in last.items() if k not in ("event", "checkpoint")}
-    named = metrics.named_metrics(raw)  # includes the behavioral analysis
+    # Includes the behavioral analysis; status and error explain a run that never reported.
+    named = metrics.named_metrics(raw, status=state["status"], error=state["error"])
     analysis = named.pop("behavioral_analysis")
     checkpoint = (state["final"] or {}).get("checkpoint")
     summary = {

@@ -17,6 +17,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from drex_opt.errors import UserError
+from drex_opt.rules.behavior import STORED
 from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, pct
 from drex_opt.search import storage as storage_mod
 
@@ -83,6 +84,11 @@ def study_note(plan) -> str:
              f"- {plan.trials} trials planned by the first command ({plan.startup_trials} random start-up trials)",
              f"- {plan.repeats} extra seeds for the top Pareto trials",
              f"- baseline `{plan.baseline_name}`, environment `{plan.env}`, seed {plan.seed}"]
+    reading = plan.reading
+    if reading is not None:
+        used = "stored in the run's summary" if reading.source == STORED else "drex-opt's rules"
+        lines += ["", f"**Analysis:** {used} (run `{plan.from_run}`)"]
+        lines += [f"- {line}" for line in reading.disagreement]
     if plan.insights:
         lines += ["", "### Why this focus", ""] + [f"- {i}" for i in plan.insights]
     lines += ["", "### Command", "", f"`{' '.join(plan.command)}`"]

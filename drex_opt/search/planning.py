@@ -1,6 +1,7 @@
 """Planning a study: the user's options checked and resolved into a plan; nothing runs.
 
-Focus (given, or read from a run's behavioural analysis) → search space and budget →
+Focus (given, or read from a run's behavioural analysis: the one its summary stores,
+drex-opt's rules when none is stored or with ``recompute``) → search space and budget →
 storage, name, seed and per-trial limits. Everything is validated here, so a bad option,
 file or storage stops the command before any training starts.
 """
@@ -34,6 +35,7 @@ class StudySettings:
 
     focus: str | None = None
     from_run: Path | None = None
+    recompute: bool = False  # with from_run: drex-opt's rules decide, not the stored analysis
     baseline: str = "quick"
     env: str = "drone_pp"
     storage: str | None = None
@@ -77,6 +79,7 @@ class StudyPlan:
     studies_dir: Path
     command: list[str]
     storage: optuna.storages.BaseStorage | None = None  # opened while planning, to fail early
+    reading: behavior.EffectiveAnalysis | None = None  # from_run: the analysis used and the other one
 
     def threads_per_trial(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.jobs)
@@ -100,12 +103,14 @@ def plan(settings: StudySettings) -> StudyPlan:
     """
     if (settings.focus is None) == (settings.from_run is None):
         raise UserError("give exactly one of --focus FOCUS or --from-run DIR")
-    severity, insights = None, []
+    if settings.recompute and settings.from_run is None:
+        raise UserError("--recompute applies to --from-run only")
+    severity, insights, reading = None, [], None
     focus = settings.focus
     if settings.from_run is not None:
-        run = metrics.read_run(settings.from_run)
-        analysis = behavior.analyze(run.inputs)
-        focus, severity, insights = analysis["next_focus"], analysis["severity"], analysis["insights"]
+        # Before the storage opens: a run with no searchable focus must leave nothing behind.
+        reading, focus = _focus_of_run(settings.from_run, settings.recompute)
+        severity, insights = reading.analysis["severity"], behavior.insights_of(reading.analysis)
     if focus not in spaces.FOCI:
         raise UserError(f"unknown focus {focus!r}; valid foci: {', '.join(spaces.FOCI)}")
     for name, value, low in (("--trials", settings.trials, 1), ("--timesteps", settings.timesteps, 1000),
@@ -147,8 +152,30 @@ def plan(settings: StudySettings) -> StudyPlan:
         early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir),
         # Stored on the study and shown on the dashboard: never with a password in it.
         command=storage_mod.redact_command(settings.command),
-        storage=storage,
+        storage=storage, reading=reading,
     )
+
+
+def _focus_of_run(from_run: Path, recompute: bool) -> tuple[behavior.EffectiveAnalysis, str]:
+    """The run's effective analysis and its focus, which must have a search space.
+
+    Raises:
+        UserError: the run cannot be read, or its analysis's next_focus is not searchable
+            (a run that failed before reporting, an owner's focus drex-opt has no space
+            for); the message says what to do instead.
+    """
+    run = metrics.read_run(from_run)
+    reading = metrics.run_analysis(run, recompute)
+    focus = reading.analysis["next_focus"]
+    if focus in spaces.FOCI:
+        return reading, focus
+    whose = "stored analysis" if reading.source == behavior.STORED else "analysis by drex-opt's rules"
+    advice = "use --focus FOCUS instead of --from-run"
+    ours = reading.rules["next_focus"]
+    if reading.source == behavior.STORED and ours in spaces.FOCI:
+        advice += f", or add --recompute to use drex-opt's rules (next_focus {ours!r})"
+    raise UserError(f"run {from_run}: its {whose} gives next_focus {focus!r}, which has no search "
+                    f"space; {advice} (foci: {', '.join(spaces.FOCI)})")
 
 
 def default_study_name(focus: str, baseline_label: str, env: str) -> str:

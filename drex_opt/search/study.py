@@ -24,7 +24,7 @@ from optuna.samplers import TPESampler
 
 from drex_opt import __version__
 from drex_opt.errors import UserError
-from drex_opt.rules import config, safety
+from drex_opt.rules import behavior, config, safety
 from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means
 from drex_opt.run import runner
 from drex_opt.search import dashboard
@@ -67,11 +67,34 @@ def open_study(plan: StudyPlan):
             "baseline_label": baseline_label(plan.baseline_name, plan.baseline)[0], "env": plan.env,
             "timesteps": plan.timesteps, "trials_planned": plan.trials, "severity": plan.severity,
             "command": " ".join(plan.command), "objectives": list(OBJECTIVES),
+            **analysis_attrs(plan),
         }.items():
             study.set_user_attr(key, value)
         study.enqueue_trial(baseline_params(plan), user_attrs={"role": BASELINE_ROLE})
         dashboard.record_study(study, plan)
     return study
+
+
+def _compact(analysis: dict) -> dict:
+    return {"severity": analysis.get("severity"), "next_focus": analysis.get("next_focus"),
+            "insights": behavior.insights_of(analysis)}
+
+
+def analysis_attrs(plan: StudyPlan) -> dict:
+    """Where a ``--from-run`` study's focus came from: ``analysis_source`` (stored or rules),
+    the other reading when it differs (``rules_analysis`` or ``stored_analysis``) with the
+    ``analysis_disagreement`` lines, and ``analysis_note`` when a stored one was unusable."""
+    reading = plan.reading
+    if reading is None:
+        return {"analysis_source": None}
+    attrs: dict = {"analysis_source": reading.source}
+    if reading.note:
+        attrs["analysis_note"] = reading.note
+    if reading.other is not None:
+        key = "rules_analysis" if reading.source == behavior.STORED else "stored_analysis"
+        attrs[key] = _compact(reading.other)
+        attrs["analysis_disagreement"] = list(reading.disagreement)
+    return attrs
 
 
 @dataclass
@@ -88,6 +111,7 @@ class StudyResult:
     repeats: dict
     interrupted: bool
     stale_failed: list
+    analysis_source: str | None = None  # --from-run: stored or rules; None with --focus
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -260,4 +284,5 @@ def summarize(study, plan: StudyPlan, trials_run: int, repeats: dict, interrupte
         best=None if best is None else {"number": best.number, "values": dict(zip(OBJECTIVES, trial_means(study, best))),
                                         "params": best.params},
         repeats={str(k): v for k, v in repeats.items()}, interrupted=interrupted, stale_failed=stale,
+        analysis_source=None if plan.reading is None else plan.reading.source,
     )

@@ -14,10 +14,11 @@ from typing import Any
 
 import typer
 
-from drex_opt.rules.behavior import INPUTS
+from drex_opt.rules.behavior import FAILED, INPUTS, NOT_OBSERVED, STORED, EffectiveAnalysis, insights_of, observed
 from drex_opt.run.metrics import NAMED_FROM_RAW, RunMetrics
 
-_SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "ok": "bold green"}
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "ok": "bold green",
+                   FAILED: "bold red", NOT_OBSERVED: "bold yellow"}
 
 
 def _console():
@@ -26,9 +27,11 @@ def _console():
     return Console(highlight=False)
 
 
-def _severity(severity: str) -> str:
+def _severity(severity: Any) -> str:
+    from rich.markup import escape
+
     style = _SEVERITY_STYLE.get(severity, "bold")
-    return f"[{style}]{severity.upper()}[/]"
+    return f"[{style}]{escape(str(severity).upper())}[/]"
 
 
 def _fraction(value: Any) -> str:
@@ -51,17 +54,28 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def print_analysis(run: RunMetrics, analysis: Mapping[str, Any], disagreements: Sequence[str]) -> None:
-    """Severity, focus, insights, the inputs table and any disagreement with a stored analysis."""
+def print_analysis(run: RunMetrics, reading: EffectiveAnalysis) -> None:
+    """The effective analysis (severity, focus, insights), the inputs table, then the other
+    reading beside it when the stored analysis and drex-opt's rules differ."""
     from rich.markup import escape
     from rich.table import Table
 
     console = _console()
+    analysis = reading.analysis
     console.print(f"[bold]{escape(run.run_id or str(run.path))}[/]  [dim]{run.source}: {escape(str(run.file or run.path))}[/]")
-    console.print(f"Severity:   {_severity(analysis['severity'])}")
-    console.print(f"Next focus: [bold cyan]{analysis['next_focus']}[/]")
+    if reading.source == STORED:
+        used = "stored in the summary (--recompute uses drex-opt's rules)"
+    elif reading.stored is not None:
+        used = "drex-opt's rules (--recompute; without it the stored analysis is used)"
+    else:
+        used = "drex-opt's rules (no usable analysis stored)"
+    console.print(f"Analysis:   {used}")
+    if reading.note:
+        console.print(f"[yellow]  {escape(reading.note)}[/]")
+    console.print(f"Severity:   {_severity(analysis.get('severity'))}")
+    console.print(f"Next focus: [bold cyan]{escape(str(analysis.get('next_focus')))}[/]")
     console.print("Insights:")
-    for line in analysis["insights"] or ["(no rule fired)"]:
+    for line in insights_of(analysis) or ["(no insight stored)" if reading.source == STORED else "(no rule fired)"]:
         console.print(f"  • {escape(line)}")
 
     table = Table(title="Metrics", title_justify="left", show_edge=False)
@@ -70,19 +84,35 @@ def print_analysis(run: RunMetrics, analysis: Mapping[str, Any], disagreements: 
     table.add_column("log key", style="dim")
     for name in INPUTS:
         table.add_row(name, _fraction(run.inputs.get(name)), NAMED_FROM_RAW[name])
-    table.add_row("grip_efficiency", f"{analysis['grip_efficiency']:.3g}", "grip_success / grip_attempts")
+    efficiency = f"{reading.rules['grip_efficiency']:.3g}" if observed(run.inputs) else "missing"
+    table.add_row("grip_efficiency", efficiency, "grip_success / grip_attempts")
     for name, value in run.extra.items():
-        table.add_row(name, escape(_number(value)), NAMED_FROM_RAW.get(name, ""))
+        if name != "error":  # a sentence, not a metric: printed below the table
+            table.add_row(name, escape(_number(value)), NAMED_FROM_RAW.get(name, ""))
     console.print(table)
+    if run.extra.get("error"):
+        console.print(f"[red]Run error:[/] {escape(str(run.extra['error']))}")
 
-    if run.existing_analysis is None:
+    if reading.stored is None:
         return
-    if disagreements:
-        console.print("[yellow]The analysis stored in the summary disagrees with the rules:[/]")
-        for line in disagreements:
-            console.print(f"  [yellow]• {escape(line)}[/]")
+    other = reading.other
+    if other is None:
+        console.print("[dim]The analysis stored in the summary agrees with drex-opt's rules (severity and focus).[/]")
+        return
+    if reading.source == STORED:
+        console.print("[yellow]The analysis stored in the summary disagrees with drex-opt's rules; the stored one "
+                      "is used (--recompute uses the rules):[/]")
+        label = "drex-opt's rules"
     else:
-        console.print("[dim]The analysis stored in the summary agrees (severity and focus).[/]")
+        console.print("[yellow]The analysis stored in the summary disagrees with drex-opt's rules; the rules are "
+                      "used (--recompute); without --recompute the stored one is used:[/]")
+        label = "Stored analysis"
+    for line in reading.disagreement:
+        console.print(f"  [yellow]• {escape(line)}[/]")
+    console.print(f"{label}: severity {_severity(other.get('severity'))}, "
+                  f"next focus [bold]{escape(str(other.get('next_focus')))}[/]")
+    for line in insights_of(other):
+        console.print(f"  [dim]• {escape(line)}[/]")
 
 
 def _rate(value: float | None, delta: float | None) -> str:
@@ -91,7 +121,7 @@ def _rate(value: float | None, delta: float | None) -> str:
     return text if delta is None else f"{text}\n[dim]{delta:+.1f}[/]"
 
 
-def print_runs(rows: Sequence[Mapping[str, Any]], directory: Path) -> None:
+def print_runs(rows: Sequence[Mapping[str, Any]], directory: Path, recompute: bool = False) -> None:
     """The run history table, oldest first; runs whose stored analysis disagrees are marked *."""
     from rich import box
     from rich.markup import escape
@@ -114,13 +144,16 @@ def print_runs(rows: Sequence[Mapping[str, Any]], directory: Path) -> None:
             escape(str(row["run_id"])) + marker,
             *(_rate(row[name], row["delta"][name]) for name in ("grip_success", "delivery_success", "end_to_end_success")),
             _severity(row["severity"]),
-            row["next_focus"],
+            escape(str(row["next_focus"])),
         )
     console.print(table)
     if not rows:
         console.print("No run folder with a summary.json.")
     if any(row["disagreement"] for row in rows):
-        console.print("[dim]* the analysis stored in that summary differs from the rules (see drex-opt analyze).[/]")
+        shown = ("drex-opt's rules are shown (--recompute)" if recompute
+                 else "the stored one is shown; --recompute shows the rules'")
+        console.print(f"[dim]* the analysis stored in that summary differs from drex-opt's rules; {shown} "
+                      "(see drex-opt analyze).[/]")
 
 
 def print_skipped(skipped: Sequence[tuple[Path, str]]) -> None:
