@@ -222,6 +222,7 @@ def study(
     repeats: Annotated[Optional[int], typer.Option("--repeats", help="Re-train the top Pareto trials with this many new seeds (default: the space's).")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option("--trial-timeout", help="Kill one trial's training after this many seconds.")] = None,
     no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping", help="Never stop a trial early on its behaviour.")] = False,
+    cold_start: Annotated[bool, typer.Option("--cold-start", help="Start each trial in a fresh Python instead of forking a warm one (slower start; for envs that cannot be forked).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Multi-objective Bayesian search (grip, delivery, end-to-end) over a focus's space; each trial is one PufferLib run."""
@@ -236,7 +237,7 @@ def study(
     settings = planning.StudySettings(
         focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env, storage=storage,
         study_name=study_name, trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
-        trial_timeout=trial_timeout, early_stopping=not no_early_stopping,
+        trial_timeout=trial_timeout, early_stopping=not no_early_stopping, warm=not cold_start,
     )
     plan = planning.plan(settings)
     monitor = StudyMonitor(plan)

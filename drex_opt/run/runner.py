@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import IO, Callable, Optional, Protocol
 
 from drex_opt.envs import BUILTIN_ENV
 from drex_opt.errors import UserError
@@ -87,20 +87,64 @@ def thread_env(threads: int | None) -> dict:
     return {"DREX_TORCH_THREADS": n, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, then SIGKILL what is left."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
+class Child(Protocol):
+    """A running training child: what :func:`run_training` needs of ``subprocess.Popen``."""
+
+    pid: int
+    stdout: IO[str]
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+#: Starts the training child with these arguments (after ``-m drex_opt.run.train``) and
+#: environment, in its own process group, its stdout and stderr readable as text lines.
+Launcher = Callable[[list, dict], Child]
+
+
+def cold_launch(argv: list[str], env: dict) -> subprocess.Popen:
+    """A fresh interpreter: ``python -m drex_opt.run.train ARGV`` (see :mod:`drex_opt.run.warm`)."""
+    return subprocess.Popen([sys.executable, "-m", "drex_opt.run.train", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True, text=True, bufsize=1, errors="replace")
+
+
+def _signal_group(pid: int, sig: int) -> bool:
+    """Signal the child's process group (or the child alone, before it has made its group)."""
+    for send in (os.killpg, os.kill):
         try:
-            os.killpg(proc.pid, sig)
+            send(pid, sig)
+            return True
         except ProcessLookupError:
+            continue
+    return False
+
+
+def _group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _kill_group(proc: Child) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left.
+
+    The group is signalled even when the child is known to have exited: its vector
+    workers may not have, and a warm child's exit status can arrive before the child is
+    gone (when the server that forked it died first).
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if not _signal_group(proc.pid, sig):
             return
         try:
-            proc.wait(timeout=wait)
-            return
+            proc.wait(timeout=KILL_GRACE_S)
         except subprocess.TimeoutExpired:
             continue
+        if not _group_alive(proc.pid):
+            return
 
 
 def _compact(event: dict) -> dict:
@@ -121,6 +165,7 @@ def run_training(
     summary_copy: Path | None = None,
     extra_env: dict | None = None,
     cancel: threading.Event | None = None,
+    launch: Launcher = cold_launch,
 ) -> TrainResult:
     """Train ``config`` (an effective, validated run config) in a child process.
 
@@ -139,6 +184,8 @@ def run_training(
         extra_env: more environment variables for the child.
         cancel: when set (from another thread), the child is stopped and the run ends
             ``failed`` with error ``interrupted``.
+        launch: how the child starts: a fresh interpreter (default) or a fork of a warm
+            server (:class:`drex_opt.run.warm.WarmLauncher`); the run is the same.
 
     Returns:
         The :class:`TrainResult`; ``summary["status"]`` is ``completed``, ``failed``,
@@ -147,16 +194,15 @@ def run_training(
     """
     run_dir = prepare_run_dir(Path(run_dir))
     config_path = write_json_atomic(run_dir / "config.json", config)
-    cmd = [sys.executable, "-m", "drex_opt.run.train", "--config", str(config_path),
-           "--run-dir", str(run_dir), "--env", env_name]
+    # The run folder first: a warm child's title (what ps shows) has limited room.
+    argv = ["--run-dir", str(run_dir), "--env", env_name, "--config", str(config_path)]
     if load_model:
-        cmd += ["--load-model", str(load_model)]
+        argv += ["--load-model", str(load_model)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", **thread_env(threads), **(extra_env or {}))
     env.setdefault(ENV_RUN_DIR, str(run_dir))
     env.setdefault(ENV_RUN_ID, run_dir.name)
     follower = _Follower(run_dir, log_mirror, on_event, stop_rule)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, start_new_session=True, text=True, bufsize=1, errors="replace")
+    proc = launch(argv, env)
     try:
         follower.follow(proc, timeout, cancel)
     except KeyboardInterrupt:
@@ -188,7 +234,7 @@ class _Follower:
             self.files.append(open(log_mirror, "w", encoding="utf-8"))
         self.reader: threading.Thread | None = None
 
-    def follow(self, proc: subprocess.Popen, timeout: float | None, cancel: threading.Event | None) -> None:
+    def follow(self, proc: Child, timeout: float | None, cancel: threading.Event | None) -> None:
         """Until the child's output ends, the timeout passes, ``cancel`` is set or the stop rule fires."""
         lines: queue.Queue = queue.Queue()
 

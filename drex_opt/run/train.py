@@ -287,7 +287,7 @@ def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow
         if trainer.global_step >= (1 - FINAL_WINDOW) * total:
             final.add(logs)
         if os.getppid() != parent:
-            raise TrainingFailed("the parent process is gone")  # never train on as an orphan
+            raise TrainingFailed("the process that started this run is gone")  # never train on as an orphan
         now = time.time()
         if now - last_emit >= PROGRESS_PERIOD_S:
             emit("progress", **_progress(logs, trainer, window.means()))

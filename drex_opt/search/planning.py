@@ -48,6 +48,7 @@ class StudySettings:
     repeats: int | None = None
     trial_timeout: float | None = None
     early_stopping: bool = True
+    warm: bool = True
     studies_dir: Path = Path("studies")
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -78,6 +79,7 @@ class StudyPlan:
     early_stopping: bool
     studies_dir: Path
     command: list[str]
+    warm: bool = True  # trials fork from a warm server (drex_opt.run.warm), else fresh interpreters
     storage: optuna.storages.BaseStorage | None = None  # opened while planning, to fail early
     reading: behavior.EffectiveAnalysis | None = None  # from_run: the analysis used and the other one
 
@@ -149,7 +151,7 @@ def plan(settings: StudySettings) -> StudyPlan:
         repeats=budget.repeats if settings.repeats is None else settings.repeats, seed=seed,
         jobs=settings.jobs, timeout=settings.timeout,
         trial_timeout=settings.trial_timeout or TRIAL_TIMEOUT_BASE_S + timesteps / TRIAL_TIMEOUT_MIN_SPS,
-        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir),
+        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir), warm=settings.warm,
         # Stored on the study and shown on the dashboard: never with a password in it.
         command=storage_mod.redact_command(settings.command),
         storage=storage, reading=reading,

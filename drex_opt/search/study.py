@@ -27,6 +27,7 @@ from drex_opt.errors import UserError
 from drex_opt.rules import behavior, config, safety
 from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means
 from drex_opt.run import runner
+from drex_opt.run.warm import WarmLauncher
 from drex_opt.search import dashboard
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.monitor import StudyMonitor
@@ -123,16 +124,21 @@ def run(plan: StudyPlan, monitor: StudyMonitor | None = None) -> StudyResult:
     Ctrl-C (or SIGTERM) stops the children, fails the running trials and returns with
     ``interrupted`` set; the study can be resumed by running the same command again.
     """
+    launch: runner.Launcher = runner.cold_launch
+    if plan.warm:
+        # Trials fork from a warm server; it imports torch and PufferLib while the study opens.
+        launch = WarmLauncher(plan.threads_per_trial())
+        launch.warm_up()
     study = open_study(plan)
     stale = storage_mod.fail_stale_trials(study, plan.storage)
     cancel = threading.Event()
-    pool = _TrialPool(study, plan, TrialRunner(plan, monitor, cancel), monitor, cancel)
+    pool = _TrialPool(study, plan, TrialRunner(plan, monitor, cancel, launch), monitor, cancel)
     interrupted = _run_workers(pool.work, plan.jobs, cancel)
     repeats = {}
     if not interrupted and plan.repeats > 0:
         if monitor:
             monitor.phase = "repeats"
-        repeats = run_repeats(study, plan, cancel, monitor)
+        repeats = run_repeats(study, plan, cancel, monitor, launch)
         interrupted = cancel.is_set()
     return summarize(study, plan, pool.taken, repeats, interrupted, stale)
 
@@ -223,7 +229,8 @@ def _run_workers(target: Callable[[], None], jobs: int, cancel: threading.Event)
     return cancel.is_set()
 
 
-def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyMonitor | None) -> dict:
+def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyMonitor | None,
+                launch: runner.Launcher = runner.cold_launch) -> dict:
     """Re-train the top Pareto trials with ``plan.repeats`` new seeds; record mean and spread.
 
     Stored as study user attribute ``repeats:<trial number>`` (a finished trial cannot be
@@ -244,7 +251,7 @@ def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyM
         cfg = safety.merge(plan.baseline, safety.merge(overrides, {"train": {"seed": seed}}))
         run_dir = plan.studies_dir / plan.study_name / f"trial-{trial.number}-seed-{seed}"
         res = runner.run_training(cfg, run_dir, plan.env, timeout=plan.trial_timeout,
-                                  threads=plan.threads_per_trial(), cancel=cancel)
+                                  threads=plan.threads_per_trial(), cancel=cancel, launch=launch)
         s = res.summary
         values = [s.get(name) for name in OBJECTIVES]
         ok = s["status"] == "completed" and all(isinstance(v, (int, float)) for v in values)

@@ -76,10 +76,12 @@ def clamped_overrides(sampled: dict, baseline: dict, timesteps: int, seed: int) 
 class TrialRunner:
     """The objective: one trial = sample, clamp, train in a child process, read objectives."""
 
-    def __init__(self, plan: StudyPlan, monitor: StudyMonitor | None, cancel: threading.Event) -> None:
+    def __init__(self, plan: StudyPlan, monitor: StudyMonitor | None, cancel: threading.Event,
+                 launch: runner.Launcher = runner.cold_launch) -> None:
         self.plan = plan
         self.monitor = monitor
         self.cancel = cancel
+        self.launch = launch
         self.rule = EarlyStopRule()
 
     def overrides_for(self, trial) -> tuple[dict, list[str]]:
@@ -125,7 +127,8 @@ class TrialRunner:
                 self.monitor.progress(trial.number, event)
 
         result = runner.run_training(cfg, run_dir, plan.env, timeout=plan.trial_timeout, on_event=on_event,
-                                     stop_rule=stop_rule, threads=plan.threads_per_trial(), cancel=self.cancel)
+                                     stop_rule=stop_rule, threads=plan.threads_per_trial(), cancel=self.cancel,
+                                     launch=self.launch)
         s = result.summary
         ext = s.get("metrics_extended") or {}
         analysis = s.get("behavioral_analysis") or {}
