@@ -38,7 +38,16 @@ MAX_REPEAT_CANDIDATES = 3
 
 
 def open_study(plan: StudyPlan):
-    """Create the study (first worker: metric names, attributes, baseline trial 0) or load it."""
+    """Create the study (first worker: metric names, attributes, baseline trial 0, the
+    dashboard note) or load it."""
+    study, created = _create_or_load(plan)
+    if created:
+        dashboard.record_study(study, plan)
+    return study
+
+
+def _create_or_load(plan: StudyPlan):
+    """(the study, whether this call created it): :func:`open_study` without the note."""
     if plan.storage is None:
         plan.storage = storage_mod.open_storage(plan.storage_url)
     storage = plan.storage
@@ -72,8 +81,16 @@ def open_study(plan: StudyPlan):
         }.items():
             study.set_user_attr(key, value)
         study.enqueue_trial(baseline_params(plan), user_attrs={"role": BASELINE_ROLE})
-        dashboard.record_study(study, plan)
-    return study
+    return study, created
+
+
+def _note_meanwhile(study, plan: StudyPlan) -> threading.Thread:
+    """Write the study's dashboard note beside the first trial: optuna-dashboard's import
+    (~1 s, it pulls in scikit-learn) then delays no training. Join before finishing."""
+    thread = threading.Thread(target=dashboard.record_study, args=(study, plan), name="drex-study-note",
+                              daemon=True)
+    thread.start()
+    return thread
 
 
 def _compact(analysis: dict) -> dict:
@@ -129,7 +146,8 @@ def run(plan: StudyPlan, monitor: StudyMonitor | None = None) -> StudyResult:
         # Trials fork from a warm server; it imports torch and PufferLib while the study opens.
         launch = WarmLauncher(plan.threads_per_trial())
         launch.warm_up()
-    study = open_study(plan)
+    study, created = _create_or_load(plan)
+    noting = _note_meanwhile(study, plan) if created else None
     stale = storage_mod.fail_stale_trials(study, plan.storage)
     cancel = threading.Event()
     pool = _TrialPool(study, plan, TrialRunner(plan, monitor, cancel, launch), monitor, cancel)
@@ -140,6 +158,8 @@ def run(plan: StudyPlan, monitor: StudyMonitor | None = None) -> StudyResult:
             monitor.phase = "repeats"
         repeats = run_repeats(study, plan, cancel, monitor, launch)
         interrupted = cancel.is_set()
+    if noting is not None:
+        noting.join()
     return summarize(study, plan, pool.taken, repeats, interrupted, stale)
 
 
