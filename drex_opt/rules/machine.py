@@ -15,6 +15,8 @@ import os
 import warnings
 from typing import Any
 
+import psutil
+
 from drex_opt.errors import UserError
 from drex_opt.rules import safety
 from drex_opt.rules.safety import Problem, Review, show
@@ -22,8 +24,6 @@ from drex_opt.rules.safety import Problem, Review, show
 
 def physical_cores() -> int:
     """Physical cores: PufferLib refuses more multiprocessing workers than this."""
-    import psutil
-
     return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 

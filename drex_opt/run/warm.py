@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from multiprocessing import forkserver
 import signal
 import subprocess
 import sys
 import threading
 from typing import IO
 
-from drex_opt.run import train
 from drex_opt.run.runner import Child, thread_env
 
 # Imported once in the forkserver; children inherit them already initialised. "__main__"
@@ -55,6 +55,10 @@ def _child_main(writer, argv: list[str], env: dict, cwd: str) -> None:
     # Default signal handling, as in a fresh process (the forkserver ignores some).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Already imported by the server (preload); importing it in the caller would import
+    # PufferLib there, which writes a ``resources`` link into the working directory.
+    from drex_opt.run import train
+
     code = 1
     try:
         code = train.main(argv)
@@ -104,8 +108,6 @@ class WarmLauncher:
             saved = dict(os.environ)
             os.environ.update(thread_env(self.threads))
             try:
-                from multiprocessing import forkserver
-
                 forkserver.ensure_running()
             finally:
                 os.environ.clear()
