@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from multiprocessing import forkserver
 import signal
 import subprocess
 import sys
 import threading
+from multiprocessing import forkserver
 from typing import IO
 
 from drex_opt.run.runner import Child, thread_env
