@@ -2,6 +2,9 @@
 
 A vectorised NumPy ``pufferlib.PufferEnv``: ``num_envs`` arenas x ``num_drones`` drones,
 every step is a handful of array operations over all drones at once (no per-drone loop).
+Several such envs (PufferLib's ``vec.num_envs``) can be stepped as one object
+(``groups``, :func:`make_batched`), which keeps each one's seed and reports: training in
+one process pays for the array operations once per step instead of once per env.
 
 Control level. PufferLib's ``drone_delivery`` takes four motor RPMs and needs hundreds of
 millions of steps to learn to fly at all; a CPU budget of a few million steps cannot
@@ -144,9 +147,9 @@ class DronePP(pufferlib.PufferEnv):
     owns the agents ``[g * num_envs * num_drones, (g + 1) * num_envs * num_drones)``, has
     its own generator seeded ``seed + g`` (as PufferLib's vector backends seed separate
     env instances) and its own statistics report. Stepping ``groups`` sub-envs in one
-    object gives bit-for-bit the observations, rewards, ends and reports of ``groups``
-    separate instances stepped one after the other, with one set of array operations
-    instead of ``groups``.
+    object gives bit-for-bit the observations, rewards and ends of ``groups`` separate
+    instances stepped one after the other, and the same reports (to float rounding), with
+    one set of array operations instead of ``groups``.
 
     Args:
         num_envs: arenas per sub-env.
@@ -197,7 +200,6 @@ class DronePP(pufferlib.PufferEnv):
         self._stats = np.zeros((self.groups, len(STAT_KEYS)))
         self._stat_n = np.zeros(self.groups, np.int64)
         self._tick = 0
-        self._gravity = np.array([0.0, 0.0, -GRAVITY], f32)
         self._hover_force = np.array([0.0, 0.0, DRONE_MASS * GRAVITY], f32)
         self._obs_scale = np.array([1 / HALF_XY, 1 / HALF_XY, 2 / CEILING], f32)
         self._obs_centre = np.array([0.0, 0.0, CEILING / 2], f32)
@@ -214,7 +216,7 @@ class DronePP(pufferlib.PufferEnv):
         self._rows2 = 2 * np.arange(n)
         self._dist = np.zeros(n, f32)
         self._speed = np.zeros(n, f32)
-        self._norm = np.zeros(n, f32)
+        self._xy = np.zeros(n, f32)
         self._to_wp = np.zeros((n, 3), f32)
         self._dist2 = np.zeros((self.n_arenas, self.num_drones, self.num_drones), f32)
         self._marks = np.zeros((3, n), bool)  # near, hovered, descending
@@ -268,6 +270,9 @@ class DronePP(pufferlib.PufferEnv):
             parts = ((cuts[g], cuts[g + 1], self.rngs[g]) for g in range(self.groups) if cuts[g + 1] > cuts[g])
         for a, b, rng in parts:
             m = b - a
+            if m == 1:  # one drone: its draws are already in column order
+                out[a] = rng.random(width)
+                continue
             u = rng.random(m * width)
             off = col = 0
             for w in fields:
@@ -351,7 +356,7 @@ class DronePP(pufferlib.PufferEnv):
         cmd[:, 2] += self._hover_force[2]  # the hover force has no x and y
         np.clip(cmd[:, 2], 0.0, MAX_THRUST_Z, out=cmd[:, 2])
         # (one column at a time: NumPy loops over an (n, 2) slice row by row)
-        xy_norm = np.square(cmd[:, 0], out=self._norm)
+        xy_norm = np.square(cmd[:, 0], out=self._xy)
         xy_norm += np.square(cmd[:, 1], out=self._sq)
         np.sqrt(xy_norm, out=xy_norm)
         xy_norm += 1e-6
@@ -386,7 +391,7 @@ class DronePP(pufferlib.PufferEnv):
         # the current target (drop zone when carrying, else the box), gathered in one take
         rel = np.take(self._targets.reshape(-1, 3), self._rows2 + carrying, axis=0, out=self._rel)
         np.subtract(self.pos, rel, out=rel)
-        xy = np.square(rel[:, 0], out=self._norm)
+        xy = np.square(rel[:, 0], out=self._xy)
         xy += np.square(rel[:, 1], out=self._sq)
         np.sqrt(xy, out=xy)
         height = rel[:, 2]  # above the box top (or the drop pad)
@@ -395,7 +400,7 @@ class DronePP(pufferlib.PufferEnv):
 
         # Milestones (per-episode flags are OR-ed; the pick/drop columns by phase).
         marks = self._marks
-        near = np.less(hover_dist, APPROACH_RADIUS, out=marks[0])
+        np.less(hover_dist, APPROACH_RADIUS, out=marks[0])  # near
         new_hover = (hover_dist < HOVER_RADIUS) & (speed < HOVER_SPEED)
         new_hover &= ~hovered
         if new_hover.any():
@@ -410,7 +415,6 @@ class DronePP(pufferlib.PufferEnv):
             descending &= vel_z < 0
         else:
             marks[2] = False
-        del near
         phase = self._phase
         np.logical_not(carrying, out=phase[0, 0])
         phase[1, 0] = carrying
