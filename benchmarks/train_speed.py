@@ -56,6 +56,15 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
+    """Wait (up to ``max_wait_s``) until the 1-minute load average is below ``max_load``:
+    on a shared machine another job's burst would land on one variant only. Returns the wait."""
+    t = time.time()
+    while os.getloadavg()[0] >= max_load and time.time() - t < max_wait_s:
+        time.sleep(5)
+    return time.time() - t
+
+
 # ------------------------------------------------------------ the point-mass env
 def point_mass_class():
     import gymnasium
@@ -278,16 +287,25 @@ def render(info: dict, payload: dict) -> str:
     pm_puffer = med([r["puffer_sps"] for r in by.get("pointmass", [])])
     names = {"pointmass": "minimal loop, point-mass env", "drex_before": f"drex-opt before ({payload['before']})",
              "drex": "drex-opt now", "drex_mp2": "drex-opt now, vec.num_workers 2 (Multiprocessing)"}
+    pm_by_round = {r["round"]: r for r in by.get("pointmass", [])}
+
+    def round_ratios(v: str, key: str) -> str:
+        ratios = [r[key] / pm_by_round[r["round"]][key] for r in by[v]
+                  if r["round"] in pm_by_round and r[key] and pm_by_round[r["round"]][key]]
+        return f"{med(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]" if ratios else "-"
+
+    mp_note = f" ({payload['mp_steps']:,} with vec.num_workers 2)" if "drex_mp2" in variants else ""
     rows = []
     for v in variants:
         loop = [r["loop_sps"] for r in by[v]]
         puff = [r["puffer_sps"] for r in by[v]]
         rows.append([names[v], f"{med(loop):,.0f} [{min(loop):,.0f}–{max(loop):,.0f}]",
-                     f"{med(loop) / pm_loop:.2f}x" if pm_loop else "-",
-                     f"{med(puff):,.0f}", f"{med(puff) / pm_puffer:.2f}x" if pm_puffer else "-"])
+                     f"{med(loop) / pm_loop:.2f}x" if pm_loop else "-", round_ratios(v, "loop_sps"),
+                     f"{med(puff):,.0f}", f"{med(puff) / pm_puffer:.2f}x" if pm_puffer else "-",
+                     round_ratios(v, "puffer_sps")])
     lines = ["# Training speed: drex-opt's training path against a minimal PuffeRL loop\n", header_markdown(info),
              f"- rounds: {payload['rounds']} (variants interleaved in every round, each run in a fresh process); "
-             f"{payload['steps']:,} agent steps per run ({payload['mp_steps']:,} with vec.num_workers 2); train seed 1; load average {payload['load_before']} before, "
+             f"{payload['steps']:,} agent steps per run{mp_note}; train seed 1; load average {payload['load_before']} before, "
              f"{payload['load_after']} after; wall time {payload['wall_min']:.1f} min\n",
              "All numbers are wall-time based on a shared 2-core machine: read the ratios (measured side by side, "
              "medians over rounds), not the absolute values.\n",
@@ -296,8 +314,11 @@ def render(info: dict, payload: dict) -> str:
              "same train config, policy and optimiser.\n",
              "## Training SPS\n",
              "`loop SPS`: agent steps over the wall time of the evaluate/train loop; `PuffeRL SPS`: the median "
-             "of PuffeRL's own `SPS` reports after the first. Median [min–max] over rounds.\n",
-             md_table(["variant", "loop SPS", "vs point-mass", "PuffeRL SPS", "vs point-mass"], rows),
+             "of PuffeRL's own `SPS` reports after the first. Median [min–max] over rounds; `vs point-mass`: "
+             "ratio of the medians; `per round`: the ratio to the point-mass run of the same round, median "
+             "[min–max] over rounds.\n",
+             md_table(["variant", "loop SPS", "vs point-mass", "per round", "PuffeRL SPS", "vs point-mass",
+                       "per round"], rows),
              "\n## Where the time goes (PuffeRL `performance/*`)\n",
              "Seconds accumulated by PuffeRL's profiler (every 5th epoch), median over rounds, and the share of "
              "`eval` + `train` (the profiler's `eval` and `train` include their `*_misc` parts).\n"]
@@ -308,6 +329,10 @@ def render(info: dict, payload: dict) -> str:
         trows.append([names[v]] + [f"{tm[k]:.2f} ({tm[k] / total:.0%})" if tm[k] is not None and total else "-"
                                    for k in TIMERS] + [f"{total:.2f}"])
     lines.append(md_table(["variant", *TIMERS, "eval + train s"], trows))
+    lines += ["\n## Every run\n", md_table(
+        ["round", "variant", "1-min load before", "waited s", "agent steps", "loop SPS", "PuffeRL SPS"],
+        [[r["round"], v, r["load_before"][0], r.get("waited_s", 0), f"{r['agent_steps']:,}", f"{r['loop_sps']:,.0f}",
+          f"{r['puffer_sps'] or 0:,.0f}"] for r in sorted(runs, key=lambda r: r["round"]) for v in [r["variant"]]])]
     env_rows = payload.get("env_alone", {}).get("rows", [])
     if env_rows:
         lines += ["\n## The env alone (one core, random actions, no policy)\n",
@@ -334,6 +359,9 @@ def main() -> None:
     parser.add_argument("--mp-steps", type=int, default=300_000,
                         help="agent steps of the vec.num_workers 2 runs (they are slow on 2 cores)")
     parser.add_argument("--env-steps", type=int, default=1000)
+    parser.add_argument("--max-load", type=float, default=1.5,
+                        help="before each run, wait until the 1-minute load average is below this")
+    parser.add_argument("--max-wait", type=float, default=300, help="longest wait for that, seconds")
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' env and train.py")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--notes", default="", help="markdown appended to the report")
@@ -360,11 +388,14 @@ def main() -> None:
         for r in range(args.rounds):
             for v in args.variants:
                 steps = args.mp_steps if v == "drex_mp2" else args.steps
+                waited = wait_for_quiet(args.max_load, args.max_wait)
                 res = child(["--one", v, "--steps", str(steps), "--before-dir", before_dir])
                 res["round"] = r + 1
+                res["waited_s"] = round(waited, 1)
                 runs.append(res)
-                print(f"round {r + 1} {v:>12}: loop {res['loop_sps']:>9,.0f} SPS, PuffeRL {res['puffer_sps'] or 0:>9,.0f}",
-                      flush=True)
+                print(f"round {r + 1} {v:>12}: loop {res['loop_sps']:>9,.0f} SPS, PuffeRL {res['puffer_sps'] or 0:>9,.0f}"
+                      f" (load {res['load_before'][0]}, waited {waited:.0f} s)", flush=True)
+        wait_for_quiet(args.max_load, args.max_wait)
         env_res = child(["--env-alone", "--env-steps", str(args.env_steps), "--before-dir", before_dir], one_core=True)
     payload = {"before": args.before, "rounds": args.rounds, "steps": args.steps, "mp_steps": args.mp_steps, "runs": runs, "env_alone": env_res,
                "load_before": before_load, "load_after": load(), "wall_min": (time.time() - t0) / 60,

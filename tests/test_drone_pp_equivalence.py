@@ -79,3 +79,33 @@ def test_matches_the_reference_for_1000_steps(groups, num_envs, num_drones):
     assert ends > 0 and grips > 0
     if num_drones > 1:
         assert delivs > 0  # the pilot delivers: the new-task path ran
+
+
+def test_training_build_steps_like_serial_over_separate_envs():
+    """``train.build`` batches the vec.num_envs sub-envs into one env; PufferLib's Serial
+    backend over separate instances (the layout before) gives the same agents, seeds,
+    observations, rewards, ends and reports."""
+    import pufferlib.vector
+
+    from drex_opt.rules import config
+    from drex_opt.run import train
+
+    cfg = config.resolve("quick", None, {"train": {"seed": 3}})
+    vecenv, _, notes = train.build(cfg, "drone_pp", seed=3)
+    assert notes == [] and isinstance(vecenv, D.DronePP) and vecenv.groups == cfg["vec"]["num_envs"]
+    serial = pufferlib.vector.make(
+        D.make, backend=pufferlib.vector.Serial, num_envs=cfg["vec"]["num_envs"], num_workers=1,
+        env_kwargs={"num_envs": cfg["env"]["num_envs"], "num_drones": cfg["env"]["num_drones"]}, seed=3)
+    assert vecenv.num_agents == serial.num_agents
+    for v in (vecenv, serial):
+        v.async_reset(3)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a = vecenv.recv()
+        b = serial.recv()
+        for x, y in zip(a[:4], b[:4]):
+            assert np.array_equal(x, y)
+        _same_reports(a[4], b[4])
+        act = rng.uniform(-1, 1, (vecenv.num_agents, 3)).astype(np.float32)
+        vecenv.send(act)
+        serial.send(act)
