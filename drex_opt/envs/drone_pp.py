@@ -2,6 +2,9 @@
 
 A vectorised NumPy ``pufferlib.PufferEnv``: ``num_envs`` arenas x ``num_drones`` drones,
 every step is a handful of array operations over all drones at once (no per-drone loop).
+Several such envs (PufferLib's ``vec.num_envs``) can be stepped as one object
+(``groups``, :func:`make_batched`), which keeps each one's seed and reports: training in
+one process pays for the array operations once per step instead of once per env.
 
 Control level. PufferLib's ``drone_delivery`` takes four motor RPMs and needs hundreds of
 millions of steps to learn to fly at all; a CPU budget of a few million steps cannot
@@ -116,66 +119,133 @@ _FLAGS = ("to_pickup", "ho_pickup", "de_pickup", "to_drop", "ho_drop", "de_drop"
 _F = {name: i for i, name in enumerate(_FLAGS)}
 
 
+# Waypoint height per phase, indexed by 2 * carrying + hovered.
+_WAYPOINT_Z = np.array([BOX_TOP + HOVER_HEIGHT, GRIP_POINT_Z, DROP_HOVER_Z, RELEASE_POINT_Z])
+# Uniform draws of a respawn, in the order each sub-env's generator yields them:
+# spawn x, y; spawn height; box x, y; drop x, y; box mass (a new task is the last five).
+_SPAWN_FIELDS = (2, 1, 2, 2, 1)
+_TASK_FIELDS = (2, 2, 1)
+_SPAWN_LOW = np.array([-SPAWN_XY, -SPAWN_XY, 2.0, -SPAWN_XY, -SPAWN_XY, -SPAWN_XY, -SPAWN_XY, BOX_MASS[0]])
+_SPAWN_HIGH = np.array([SPAWN_XY, SPAWN_XY, 6.0, SPAWN_XY, SPAWN_XY, SPAWN_XY, SPAWN_XY, BOX_MASS[1]])
+_SPAWN_RANGE = _SPAWN_HIGH - _SPAWN_LOW
+_DRAG = np.array([DRAG, DRAG * CARRY_DRAG])  # indexed by carrying
+_GRAVITY_Z = np.float64(np.float32(-GRAVITY))  # the float32 gravity the physics has always added
+
+
+def _norm(v: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Row norms of an (n, 3) array, summed in ``np.linalg.norm``'s order, a third of its time."""
+    np.square(v[:, 0], out=out)
+    out += np.square(v[:, 1])
+    out += np.square(v[:, 2])
+    return np.sqrt(out, out=out)
+
+
 class DronePP(pufferlib.PufferEnv):
-    """Vectorised drone pick-and-place; ``num_envs * num_drones`` agents.
+    """Vectorised drone pick-and-place; ``groups * num_envs * num_drones`` agents.
+
+    ``groups`` sub-envs of ``num_envs`` arenas each can be stepped as one: sub-env ``g``
+    owns the agents ``[g * num_envs * num_drones, (g + 1) * num_envs * num_drones)``, has
+    its own generator seeded ``seed + g`` (as PufferLib's vector backends seed separate
+    env instances) and its own statistics report. Stepping ``groups`` sub-envs in one
+    object gives bit-for-bit the observations, rewards and ends of ``groups`` separate
+    instances stepped one after the other, and the same reports (to float rounding), with
+    one set of array operations instead of ``groups``.
 
     Args:
-        num_envs: arenas simulated in this process.
+        num_envs: arenas per sub-env.
         num_drones: drones per arena (they can collide with each other).
         report_interval: steps between statistics reports in ``infos``.
-        seed: seed of the NumPy generator (``reset(seed)`` re-seeds it).
+        seed: seed of sub-env 0's NumPy generator (``reset(seed)`` re-seeds them all).
         buf: PufferLib shared buffers (given by ``pufferlib.vector``).
+        groups: sub-envs stepped together (1: a plain env).
     """
 
     def __init__(self, num_envs: int = 8, num_drones: int = 16, report_interval: int = 64,
-                 seed: int = 0, buf=None):
-        if int(num_envs) < 1 or int(num_drones) < 1:
-            raise ValueError("num_envs and num_drones must be at least 1")
-        self.n_arenas = int(num_envs)
+                 seed: int = 0, buf=None, groups: int = 1):
+        if int(num_envs) < 1 or int(num_drones) < 1 or int(groups) < 1:
+            raise ValueError("num_envs, num_drones and groups must be at least 1")
+        self.groups = int(groups)
         self.num_drones = int(num_drones)
-        self.num_agents = self.n_arenas * self.num_drones
+        self.n_arenas = self.groups * int(num_envs)
+        self.group_agents = int(num_envs) * self.num_drones
+        self.num_agents = self.groups * self.group_agents
         self.report_interval = int(report_interval)
         self.single_observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (OBS_SIZE,), np.float32)
         self.single_action_space = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
         super().__init__(buf)
-        self.rng = np.random.default_rng(seed)
+        self._seed(seed)
 
         n = self.num_agents
         f32 = np.float32
         self.pos = np.zeros((n, 3), f32)
         self.vel = np.zeros((n, 3), f32)
         self.thrust = np.zeros((n, 3), f32)
-        self.box = np.zeros((n, 3), f32)
-        self.drop = np.zeros((n, 3), f32)
+        self._targets = np.zeros((n, 2, 3), f32)  # box, drop zone: one subtraction observes both
+        self.box = self._targets[:, 0]
+        self.drop = self._targets[:, 1]
         self.box_mass = np.zeros(n, f32)
         self.carrying = np.zeros(n, bool)
         self.hovered = np.zeros(n, bool)  # hovered above the current target (box or drop)
         self.waypoint = np.zeros((n, 3), f32)
         self.prev_dist = np.zeros(n, f32)
         self.ep_len = np.zeros(n, np.int32)
-        self.ep_return = np.zeros(n, f32)
-        self.ep_grips = np.zeros(n, f32)
-        self.ep_delivs = np.zeros(n, f32)
-        self.ep_carry_steps = np.zeros(n, f32)
-        self.ep_collisions = np.zeros(n, f32)
-        self.ep_flags = np.zeros((n, len(_FLAGS)), bool)
+        # Per-episode sums in one array, so a finished episode is read with one indexing.
+        self._ep = np.zeros((n, 5), f32)
+        self.ep_return, self.ep_grips, self.ep_delivs, self.ep_carry_steps, self.ep_collisions = self._ep.T
+        # Stored flag-major so the per-step update runs along the drones.
+        self._flags_t = np.zeros((len(_FLAGS), n), bool)
+        self.ep_flags = self._flags_t.T
         self.nearest = np.zeros((n, 3), f32)
         self.collided = np.zeros(n, bool)
-        self._stats = {k: 0.0 for k in STAT_KEYS}
-        self._stat_n = 0
+        self._stats = np.zeros((self.groups, len(STAT_KEYS)))
+        self._stat_n = np.zeros(self.groups, np.int64)
         self._tick = 0
-        self._gravity = np.array([0.0, 0.0, -GRAVITY], f32)
         self._hover_force = np.array([0.0, 0.0, DRONE_MASS * GRAVITY], f32)
         self._obs_scale = np.array([1 / HALF_XY, 1 / HALF_XY, 2 / CEILING], f32)
+        self._obs_centre = np.array([0.0, 0.0, CEILING / 2], f32)
+        self._thrust_offset = np.array([0.0, 0.0, 1.0], f32)
+        self._collision_reward = np.array([0.0, R_COLLISION], f32)
         self._arena_base = np.repeat(np.arange(self.n_arenas) * self.num_drones, self.num_drones)
+        self._group_starts = np.arange(self.groups) * self.group_agents
+        # Step buffers: the hot path allocates as little as it can.
+        self._act = np.zeros((n, 3), f32)
+        self._cmd = np.zeros((n, 3), f32)
+        self._acc = np.zeros((n, 3))  # float64, as the physics has always computed it
+        self._sq = np.zeros(n, f32)
+        self._rel = np.zeros((n, 3), f32)
+        self._rows2 = 2 * np.arange(n)
+        self._dist = np.zeros(n, f32)
+        self._speed = np.zeros(n, f32)
+        self._xy = np.zeros(n, f32)
+        self._to_wp = np.zeros((n, 3), f32)
+        self._dist2 = np.zeros((self.n_arenas, self.num_drones, self.num_drones), f32)
+        self._marks = np.zeros((3, n), bool)  # near, hovered, descending
+        self._phase = np.zeros((2, 1, n), bool)  # empty, carrying
+        self._new_flags = np.zeros((2, 3, n), bool)
+        self._flags3 = self._flags_t.reshape(2, 3, n)
+        # Observations are built feature-major (every operation runs along the drones), then
+        # transposed into PufferLib's (agents, features) buffer with one copy.
+        self._obs_t = np.zeros((OBS_SIZE, n), f32)
+
+    @property
+    def agents_per_batch(self) -> int:
+        return self.num_agents
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """Sub-env 0's generator (the only one of a plain env)."""
+        return self.rngs[0]
+
+    def _seed(self, seed) -> None:
+        self.rngs = [np.random.default_rng(None if seed is None else seed + g) for g in range(self.groups)]
 
     # ------------------------------------------------------------------ reset
     def reset(self, seed=None):
         if seed is not None:
-            self.rng = np.random.default_rng(seed)
+            self._seed(seed)
         self._respawn(np.arange(self.num_agents))
-        self._stats = {k: 0.0 for k in STAT_KEYS}
-        self._stat_n = 0
+        self._stats[:] = 0.0
+        self._stat_n[:] = 0
         self._tick = 0
         self._update_neighbours()
         self._observe()
@@ -184,61 +254,93 @@ class DronePP(pufferlib.PufferEnv):
         self.truncations[:] = False
         return self.observations, []
 
+    def _uniforms(self, idx: np.ndarray, fields: tuple[int, ...]) -> np.ndarray:
+        """Uniform [0, 1) draws for the drones ``idx`` (ascending), one column per value.
+
+        Each sub-env's generator yields its drones' draws field by field (all first fields,
+        then all second fields, ...), exactly as one ``Generator.uniform`` call per field
+        would: the same numbers in the same order.
+        """
+        k, width = len(idx), sum(fields)
+        out = np.empty((k, width))
+        if self.groups == 1:
+            parts = ((0, k, self.rngs[0]),)
+        else:
+            cuts = np.searchsorted(idx, self._group_starts).tolist() + [k]
+            parts = ((cuts[g], cuts[g + 1], self.rngs[g]) for g in range(self.groups) if cuts[g + 1] > cuts[g])
+        for a, b, rng in parts:
+            m = b - a
+            if m == 1:  # one drone: its draws are already in column order
+                out[a] = rng.random(width)
+                continue
+            u = rng.random(m * width)
+            off = col = 0
+            for w in fields:
+                out[a:b, col:col + w] = u[off:off + m * w].reshape(m, w)
+                off += m * w
+                col += w
+        return out
+
     def _new_task(self, idx: np.ndarray) -> None:
         """A new box and drop zone for the drones ``idx`` (after spawn or delivery)."""
-        k = len(idx)
-        self.box[idx, :2] = self.rng.uniform(-SPAWN_XY, SPAWN_XY, (k, 2))
-        self.box[idx, 2] = BOX_TOP
-        self.drop[idx, :2] = self.rng.uniform(-SPAWN_XY, SPAWN_XY, (k, 2))
-        self.drop[idx, 2] = 0.0
-        self.box_mass[idx] = self.rng.uniform(*BOX_MASS, k)
+        u = self._uniforms(idx, _TASK_FIELDS)
+        u *= _SPAWN_RANGE[3:]
+        u += _SPAWN_LOW[3:]  # low + range * u, as Generator.uniform computes it
+        self._place_task(idx, u)
+
+    def _place_task(self, idx: np.ndarray, u: np.ndarray) -> None:
+        """Box x, y, drop x, y and box mass from ``u``; the drones start the task empty,
+        heading for the hover point above the box."""
+        t = np.empty((len(idx), 2, 3), np.float32)
+        t[:, :, :2] = u[:, 0:4].reshape(-1, 2, 2)
+        t[:, :, 2] = (BOX_TOP, 0.0)
+        self._targets[idx] = t
+        self.box_mass[idx] = u[:, 4]
         self.carrying[idx] = False
         self.hovered[idx] = False
-        self._set_waypoint(idx)
+        wp = t[:, 0]
+        wp[:, 2] = _WAYPOINT_Z[0]
+        self.waypoint[idx] = wp
+        wp -= self.pos[idx]
+        self.prev_dist[idx] = _norm(wp, np.empty(len(idx), np.float32))
 
     def _respawn(self, idx: np.ndarray) -> None:
-        k = len(idx)
-        self.pos[idx, :2] = self.rng.uniform(-SPAWN_XY, SPAWN_XY, (k, 2))
-        self.pos[idx, 2] = self.rng.uniform(2.0, 6.0, k)
+        u = self._uniforms(idx, _SPAWN_FIELDS)
+        u *= _SPAWN_RANGE
+        u += _SPAWN_LOW
+        self.pos[idx] = u[:, 0:3]
         self.vel[idx] = 0.0
         self.thrust[idx] = self._hover_force
         self.ep_len[idx] = 0
-        self.ep_return[idx] = 0.0
-        self.ep_grips[idx] = 0.0
-        self.ep_delivs[idx] = 0.0
-        self.ep_carry_steps[idx] = 0.0
-        self.ep_collisions[idx] = 0.0
+        self._ep[idx] = 0.0
         self.ep_flags[idx] = False
-        self._new_task(idx)
+        self._place_task(idx, u[:, 3:])
 
     def _set_waypoint(self, idx: np.ndarray) -> None:
         """Waypoint of each phase: hover point, then grip/release point once hovered."""
         carrying = self.carrying[idx]
-        hovered = self.hovered[idx]
-        target = np.where(carrying[:, None], self.drop[idx], self.box[idx])
-        wp = target.copy()
-        wp[:, 2] = np.where(
-            carrying,
-            np.where(hovered, RELEASE_POINT_Z, DROP_HOVER_Z),
-            np.where(hovered, GRIP_POINT_Z, BOX_TOP + HOVER_HEIGHT),
-        )
+        wp = self._targets[idx, carrying.view(np.uint8)]
+        wp[:, 2] = _WAYPOINT_Z[2 * carrying.view(np.uint8) + self.hovered[idx]]
         self.waypoint[idx] = wp
-        self.prev_dist[idx] = np.linalg.norm(wp - self.pos[idx], axis=1)
+        wp -= self.pos[idx]
+        self.prev_dist[idx] = _norm(wp, np.empty(len(idx), np.float32))
 
     # ------------------------------------------------------------------- step
     def step(self, actions):
-        act = np.clip(np.asarray(actions, np.float32).reshape(self.num_agents, 3), -1.0, 1.0)
+        act = np.clip(np.asarray(actions, np.float32).reshape(self.num_agents, 3), -1.0, 1.0, out=self._act)
         self._fly(act)
-        reward = np.zeros(self.num_agents, np.float32)
+        reward = self.rewards  # built in place in PufferLib's buffer
         self._update_neighbours()
-        reward += R_COLLISION * self.collided
+        np.take(self._collision_reward, self.collided.view(np.uint8), out=reward)
         self.ep_collisions += self.collided
         self._pick_and_place(reward)
 
         # Shaping: progress toward the current waypoint (unchanged by a phase switch above).
-        dist = np.linalg.norm(self.waypoint - self.pos, axis=1)
-        reward += R_PROGRESS * (self.prev_dist - dist)
-        self.prev_dist = dist
+        dist = _norm(np.subtract(self.waypoint, self.pos, out=self._to_wp), self._dist)
+        np.subtract(self.prev_dist, dist, out=self.prev_dist)
+        self.prev_dist *= R_PROGRESS
+        reward += self.prev_dist
+        self.prev_dist[:] = dist
 
         self.ep_carry_steps += self.carrying
         self.ep_len += 1
@@ -248,72 +350,113 @@ class DronePP(pufferlib.PufferEnv):
         """One physics step: velocity command -> bounded, lagged thrust -> motion."""
         carrying = self.carrying
         # Onboard velocity controller, tuned for the empty drone.
-        cmd = VEL_GAIN * DRONE_MASS * (act * MAX_VEL - self.vel) + self._hover_force
+        cmd = np.multiply(act, MAX_VEL, out=self._cmd)
+        cmd -= self.vel
+        cmd *= VEL_GAIN * DRONE_MASS
+        cmd[:, 2] += self._hover_force[2]  # the hover force has no x and y
         np.clip(cmd[:, 2], 0.0, MAX_THRUST_Z, out=cmd[:, 2])
-        xy_norm = np.sqrt(cmd[:, 0] ** 2 + cmd[:, 1] ** 2) + 1e-6
-        cmd[:, :2] *= np.minimum(1.0, MAX_THRUST_XY / xy_norm)[:, None]
-        self.thrust += (DT / ACTUATOR_TAU) * (cmd - self.thrust)
+        # (one column at a time: NumPy loops over an (n, 2) slice row by row)
+        xy_norm = np.square(cmd[:, 0], out=self._xy)
+        xy_norm += np.square(cmd[:, 1], out=self._sq)
+        np.sqrt(xy_norm, out=xy_norm)
+        xy_norm += 1e-6
+        np.divide(MAX_THRUST_XY, xy_norm, out=xy_norm)
+        np.minimum(xy_norm, 1.0, out=xy_norm)
+        cmd[:, 0] *= xy_norm
+        cmd[:, 1] *= xy_norm
+        cmd -= self.thrust
+        cmd *= DT / ACTUATOR_TAU
+        self.thrust += cmd
 
-        mass = DRONE_MASS + carrying * self.box_mass
-        drag = DRAG * np.where(carrying, CARRY_DRAG, 1.0)
-        acc = (self.thrust - drag[:, None] * self.vel) / mass[:, None] + self._gravity
-        self.vel += acc * DT
-        self.pos += self.vel * DT
+        # In float64, as the physics has always been computed (float32 state promoted);
+        # promoting once up front keeps the broadcasts below single-dtype, which is faster.
+        mass = (DRONE_MASS + carrying * self.box_mass).astype(np.float64)
+        drag = np.take(_DRAG, carrying.view(np.uint8))
+        acc = np.multiply(self.vel.astype(np.float64), drag[:, None], out=self._acc)
+        np.subtract(self.thrust, acc, out=acc)
+        acc /= mass[:, None]
+        acc[:, 2] += _GRAVITY_Z  # x and y of gravity are zero: adding them changes nothing
+        acc *= DT
+        self.vel += acc
+        np.multiply(self.vel, DT, out=self._cmd)
+        self.pos += self._cmd
 
     def _pick_and_place(self, reward: np.ndarray) -> None:
         """Milestones, grips and deliveries of this step, their reward added to ``reward``."""
         carrying = self.carrying
-        speed = np.linalg.norm(self.vel, axis=1)
-        rel = self.pos - np.where(carrying[:, None], self.drop, self.box)
-        xy = np.sqrt(rel[:, 0] ** 2 + rel[:, 1] ** 2)
+        hovered = self.hovered
+        pos_z = self.pos[:, 2]
+        vel_z = self.vel[:, 2]
+        speed = _norm(self.vel, self._speed)
+        # the current target (drop zone when carrying, else the box), gathered in one take
+        rel = np.take(self._targets.reshape(-1, 3), self._rows2 + carrying, axis=0, out=self._rel)
+        np.subtract(self.pos, rel, out=rel)
+        xy = np.square(rel[:, 0], out=self._xy)
+        xy += np.square(rel[:, 1], out=self._sq)
+        np.sqrt(xy, out=xy)
         height = rel[:, 2]  # above the box top (or the drop pad)
-        hover_z = np.where(carrying, DROP_HOVER_Z, BOX_TOP + HOVER_HEIGHT)
-        hover_dist = np.sqrt(xy ** 2 + (self.pos[:, 2] - hover_z) ** 2)
+        hover_z = _WAYPOINT_Z[2 * carrying.view(np.uint8)]
+        hover_dist = np.sqrt(np.square(xy) + np.square(pos_z - hover_z))
 
         # Milestones (per-episode flags are OR-ed; the pick/drop columns by phase).
-        empty = ~carrying
-        near = hover_dist < APPROACH_RADIUS
-        self.ep_flags[:, _F["to_pickup"]] |= near & empty
-        self.ep_flags[:, _F["to_drop"]] |= near & carrying
-        new_hover = (~self.hovered) & (hover_dist < HOVER_RADIUS) & (speed < HOVER_SPEED)
-        reward += R_HOVER * new_hover
-        self.hovered |= new_hover
-        self.ep_flags[:, _F["ho_pickup"]] |= self.hovered & empty
-        self.ep_flags[:, _F["ho_drop"]] |= self.hovered & carrying
-        descending = self.hovered & (xy < HOVER_RADIUS) & (self.pos[:, 2] < hover_z - 0.3) & (self.vel[:, 2] < 0)
-        self.ep_flags[:, _F["de_pickup"]] |= descending & empty
-        self.ep_flags[:, _F["de_drop"]] |= descending & carrying
+        marks = self._marks
+        np.less(hover_dist, APPROACH_RADIUS, out=marks[0])  # near
+        new_hover = (hover_dist < HOVER_RADIUS) & (speed < HOVER_SPEED)
+        new_hover &= ~hovered
+        if new_hover.any():
+            reward += R_HOVER * new_hover
+            hovered |= new_hover
+        marks[1] = hovered
+        any_hovered = hovered.any()
+        if any_hovered:
+            descending = np.less(xy, HOVER_RADIUS, out=marks[2])
+            descending &= hovered
+            descending &= pos_z < hover_z - 0.3
+            descending &= vel_z < 0
+        else:
+            marks[2] = False
+        phase = self._phase
+        np.logical_not(carrying, out=phase[0, 0])
+        phase[1, 0] = carrying
+        np.logical_and(marks, phase, out=self._new_flags)
+        self._flags3 |= self._new_flags
 
-        grip = (empty & self.hovered & (xy < GRIP_XY) & (height > GRIP_DZ[0]) & (height < GRIP_DZ[1])
-                & (speed < GRIP_SPEED) & (self.vel[:, 2] < 0))
-        release = (carrying & self.hovered & (xy < RELEASE_XY) & (self.pos[:, 2] < RELEASE_Z)
-                   & (speed < RELEASE_SPEED))
-        reward += R_GRIP * grip + R_DELIVER * release
-        self.ep_grips += grip
-        self.ep_delivs += release
-
-        changed = np.flatnonzero(grip | new_hover)
-        self.carrying |= grip
-        self.hovered[grip] = False
+        changed = new_hover
+        if any_hovered:
+            grip = (phase[0, 0] & hovered & (xy < GRIP_XY) & (height > GRIP_DZ[0]) & (height < GRIP_DZ[1])
+                    & (speed < GRIP_SPEED) & (vel_z < 0))
+            release = (carrying & hovered & (xy < RELEASE_XY) & (pos_z < RELEASE_Z) & (speed < RELEASE_SPEED))
+            if grip.any() or release.any():
+                reward += R_GRIP * grip + R_DELIVER * release
+                self.ep_grips += grip
+                self.ep_delivs += release
+                changed = grip | new_hover
+                self.carrying |= grip
+                self.hovered[grip] = False
+                self._set_waypoint(np.flatnonzero(changed))
+                delivered = np.flatnonzero(release)
+                if len(delivered):
+                    self._new_task(delivered)
+                return
+        changed = np.flatnonzero(changed)
         if len(changed):
             self._set_waypoint(changed)
-        delivered = np.flatnonzero(release)
-        if len(delivered):
-            self._new_task(delivered)
 
     def _end_step(self, reward: np.ndarray):
         """Crashes and time limits, episode bookkeeping, observations and the periodic report."""
         floor = np.where(self.carrying, CARRY_FLOOR, DRONE_FLOOR)
-        crashed = ((np.abs(self.pos[:, 0]) > HALF_XY) | (np.abs(self.pos[:, 1]) > HALF_XY)
-                   | (self.pos[:, 2] > CEILING) | (self.pos[:, 2] < floor))
+        crashed = self.terminals
+        pos_z = self.pos[:, 2]
+        np.greater(np.abs(self.pos[:, 0]), HALF_XY, out=crashed)
+        crashed |= np.abs(self.pos[:, 1]) > HALF_XY
+        crashed |= pos_z > CEILING
+        crashed |= pos_z < floor
         reward += R_CRASH * crashed
-        truncated = (~crashed) & (self.ep_len >= HORIZON)
+        truncated = np.greater_equal(self.ep_len, HORIZON, out=self.truncations)
+        truncated &= ~crashed
         np.clip(reward, -1.0, 1.0, out=reward)
         self.ep_return += reward
 
-        self.rewards[:] = reward
-        self.terminals[:] = crashed
-        self.truncations[:] = truncated
         done = np.flatnonzero(crashed | truncated)
         if len(done):
             self._record(done, crashed[done])
@@ -323,8 +466,8 @@ class DronePP(pufferlib.PufferEnv):
         self._observe()
         self._tick += 1
         infos = []
-        if self._tick % self.report_interval == 0 and self._stat_n > 0:
-            infos.append(self._report())
+        if self._tick % self.report_interval == 0:
+            infos = self._reports()
         return self.observations, self.rewards, self.terminals, self.truncations, infos
 
     # -------------------------------------------------------------- helpers
@@ -337,57 +480,70 @@ class DronePP(pufferlib.PufferEnv):
             return
         p = self.pos.reshape(self.n_arenas, d, 3)
         sq = np.einsum("eij,eij->ei", p, p)
-        dist2 = np.matmul(p, p.transpose(0, 2, 1))
+        dist2 = np.matmul(p, p.transpose(0, 2, 1), out=self._dist2)
         dist2 *= -2.0
         dist2 += sq[:, :, None]
         dist2 += sq[:, None, :]
         dist2.reshape(self.n_arenas, d * d)[:, :: d + 1] = np.inf
-        j = np.argmin(dist2, axis=2).reshape(-1) + self._arena_base
-        np.subtract(self.pos[j], self.pos, out=self.nearest)
-        self.collided[:] = np.einsum("ij,ij->i", self.nearest, self.nearest) < COLLISION_RADIUS ** 2
+        j = np.argmin(dist2, axis=2).reshape(-1)
+        j += self._arena_base
+        np.take(self.pos, j, axis=0, out=self.nearest)
+        self.nearest -= self.pos
+        np.less(np.einsum("ij,ij->i", self.nearest, self.nearest), COLLISION_RADIUS ** 2, out=self.collided)
 
     def _observe(self) -> None:
-        o = self.observations
-        to_wp = self.waypoint - self.pos
-        o[:, 0:3] = self.vel / MAX_VEL
-        o[:, 3:6] = (self.pos - np.array([0.0, 0.0, CEILING / 2], np.float32)) * self._obs_scale
-        o[:, 6:9] = to_wp / HALF_XY
-        o[:, 9:12] = np.clip(to_wp, -1.0, 1.0)
-        o[:, 12:15] = (self.box - self.pos) / HALF_XY
-        o[:, 15:18] = (self.drop - self.pos) / HALF_XY
-        o[:, 18] = self.carrying
-        o[:, 19] = self.hovered
-        o[:, 20:23] = self.thrust / (DRONE_MASS * GRAVITY) - np.array([0.0, 0.0, 1.0], np.float32)
-        o[:, 23:26] = np.clip(self.nearest / 5.0, -1.0, 1.0)
-        o[:, 26] = self.pos[:, 2] / CEILING
+        t = self._obs_t
+        pos = self.pos.T
+        np.divide(self.vel.T, MAX_VEL[:, None], out=t[0:3])
+        np.subtract(pos, self._obs_centre[:, None], out=t[3:6])
+        t[3:6] *= self._obs_scale[:, None]
+        to_wp = np.subtract(self.waypoint.T, pos, out=t[6:9])
+        np.clip(to_wp, -1.0, 1.0, out=t[9:12])
+        to_wp /= HALF_XY
+        targets = np.subtract(self._targets.transpose(1, 2, 0), pos, out=t[12:18].reshape(2, 3, -1))
+        targets /= HALF_XY
+        t[18] = self.carrying
+        t[19] = self.hovered
+        np.divide(self.thrust.T, DRONE_MASS * GRAVITY, out=t[20:23])
+        t[20:23] -= self._thrust_offset[:, None]
+        np.divide(self.nearest.T, 5.0, out=t[23:26])
+        np.clip(t[23:26], -1.0, 1.0, out=t[23:26])
+        np.divide(pos[2], CEILING, out=t[26])
+        np.copyto(self.observations, t.T)
 
     def _record(self, idx: np.ndarray, crashed: np.ndarray) -> None:
-        """Add the finished episodes of drones ``idx`` to the running statistics."""
-        s = self._stats
+        """Add the finished episodes of drones ``idx`` to their sub-env's running statistics."""
+        ep = self._ep[idx]  # return, grips, deliveries, carried steps, collisions
         length = self.ep_len[idx].astype(np.float64)
-        gripped = self.ep_grips[idx] > 0
-        delivered = self.ep_delivs[idx] > 0
-        clean = delivered & ~crashed
-        s["perfect_grip"] += float(gripped.sum())
-        s["perfect_deliv"] += float(delivered.sum())
-        s["perfect_now"] += float(clean.sum())
-        s["gripping"] += float((self.ep_carry_steps[idx] / length).sum())
-        s["delivered"] += float(self.ep_delivs[idx].sum())
-        for name, col in _F.items():
-            s[name] += float(self.ep_flags[idx, col].sum())
-        s["collision_rate"] += float((self.ep_collisions[idx] / length).sum())
-        s["oob"] += float(crashed.sum())
-        s["score"] += float((self.ep_grips[idx] + self.ep_delivs[idx]).sum())
-        s["episode_return"] += float(self.ep_return[idx].sum())
-        s["episode_length"] += float(length.sum())
-        self._stat_n += len(idx)
+        v = np.empty((len(idx), len(STAT_KEYS)))
+        v[:, 0:2] = ep[:, 1:3] > 0  # perfect_grip, perfect_deliv
+        v[:, 2] = v[:, 1] * ~crashed  # perfect_now: delivered, no crash
+        v[:, 3] = ep[:, 3] / length  # gripping
+        v[:, 4] = ep[:, 2]  # delivered
+        v[:, 5:11] = self.ep_flags[idx]
+        v[:, 11] = ep[:, 4] / length  # collision_rate
+        v[:, 12] = crashed  # oob
+        v[:, 13] = ep[:, 1] + ep[:, 2]  # score
+        v[:, 14] = ep[:, 0]  # episode_return
+        v[:, 15] = length  # episode_length
+        if self.groups == 1:
+            self._stats[0] += v.sum(axis=0)
+            self._stat_n[0] += len(idx)
+        else:
+            group = idx // self.group_agents
+            np.add.at(self._stats, group, v)
+            self._stat_n += np.bincount(group, minlength=self.groups)
 
-    def _report(self) -> dict:
-        n = self._stat_n
-        out = {k: v / n for k, v in self._stats.items()}
-        out["n"] = float(n)
-        self._stats = {k: 0.0 for k in STAT_KEYS}
-        self._stat_n = 0
+    def _reports(self) -> list[dict]:
+        """One report per sub-env with finished episodes since its last report."""
+        out = []
+        for g in np.flatnonzero(self._stat_n).tolist():
+            n = int(self._stat_n[g])
+            report = dict(zip(STAT_KEYS, (self._stats[g] / n).tolist()))
+            report["n"] = float(n)
+            out.append(report)
+            self._stats[g] = 0.0
+            self._stat_n[g] = 0
         return out
 
     def close(self):
@@ -397,3 +553,13 @@ class DronePP(pufferlib.PufferEnv):
 def make(num_envs: int = 8, num_drones: int = 16, seed: int = 0, buf=None, **kwargs) -> DronePP:
     """Env creator for ``pufferlib.vector.make``."""
     return DronePP(num_envs=num_envs, num_drones=num_drones, seed=seed, buf=buf, **kwargs)
+
+
+def make_batched(groups: int, num_envs: int = 8, num_drones: int = 16, seed: int = 0, buf=None,
+                 **kwargs) -> DronePP:
+    """``groups`` sub-envs as one env, for ``pufferlib.vector.make(..., backend=PufferEnv)``.
+
+    The same agents, seeds (``seed + g``), observations, rewards and reports as PufferLib's
+    Serial backend over ``groups`` instances of :func:`make`, in one step call.
+    """
+    return DronePP(num_envs=num_envs, num_drones=num_drones, seed=seed, buf=buf, groups=groups, **kwargs)

@@ -123,11 +123,18 @@ def build(config: dict, env_name: str, seed: int):
     backend = pufferlib.vector.Serial if vec["num_workers"] == 1 else pufferlib.vector.Multiprocessing
     notes = []
     if env_name == BUILTIN_ENV:
-        vecenv = pufferlib.vector.make(
-            drone_pp.make, backend=backend, num_envs=vec["num_envs"], num_workers=vec["num_workers"],
-            env_kwargs={"num_envs": config["env"]["num_envs"], "num_drones": config["env"]["num_drones"]},
-            seed=seed,
-        )
+        env_kwargs = {"num_envs": config["env"]["num_envs"], "num_drones": config["env"]["num_drones"]}
+        if backend is pufferlib.vector.Serial:
+            # One process: the vec.num_envs sub-envs step as one batched env (same agents,
+            # seeds, observations and reports as Serial over separate instances, one call).
+            vecenv = pufferlib.vector.make(
+                drone_pp.make_batched, backend=pufferlib.vector.PufferEnv,
+                env_kwargs={"groups": vec["num_envs"], "seed": seed, **env_kwargs})
+        else:
+            vecenv = pufferlib.vector.make(
+                drone_pp.make, backend=backend, num_envs=vec["num_envs"], num_workers=vec["num_workers"],
+                env_kwargs=env_kwargs, seed=seed,
+            )
         policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=POLICY_HIDDEN)
         return vecenv, policy, notes
 
