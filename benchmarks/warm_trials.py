@@ -9,7 +9,8 @@ start (every trial a fork of a server that imported them once), each with ``--jo
 short budget), no early stopping, fresh SQLite storage.
 
 - **inside training**: the sum over trials of PuffeRL's own clock (``uptime`` at the run's
-  last report: from the trainer's creation to its last epoch);
+  last report: from the trainer's creation to its last epoch), over the study's wall time
+  times ``--jobs`` (the trial slots);
 - **per-trial overhead**: for the trials after the first (steady state), a trial's wall
   time as the study records it (Optuna start to completion: sampling, the child's start,
   the run, the summary, the storage) minus its time inside training;
@@ -77,11 +78,11 @@ def study_run(warm: bool, jobs: int, trials: int, timesteps: int, seed: int, wor
         trial_wall = (t.datetime_complete - t.datetime_start).total_seconds()
         rows.append({"number": t.number, "state": t.state.name, "wall_s": trial_wall, "uptime_s": uptime,
                      "start_s": t.datetime_start.timestamp() - started, "sps": t.user_attrs.get("sps")})
-    inside = sum(r["uptime_s"] or 0 for r in rows)
+    inside = sum(r["uptime_s"] or 0 for r in rows)  # over all slots: up to jobs x wall
     steady = [r["wall_s"] - r["uptime_s"] for r in rows[1:] if r["uptime_s"] is not None]
     return {"warm": warm, "jobs": jobs, "seed": seed, "trials": len(rows), "wall_s": wall,
             "trials_per_hour": len(rows) / wall * 3600, "inside_training_s": inside,
-            "inside_share": inside / wall, "overhead_per_trial_s": statistics.median(steady) if steady else None,
+            "inside_share": inside / (wall * jobs), "overhead_per_trial_s": statistics.median(steady) if steady else None,
             "first_trial_start_s": min(r["start_s"] for r in rows), "first_trial_overhead_s":
             rows[0]["wall_s"] - (rows[0]["uptime_s"] or 0), "trial_rows": rows,
             "load_before": before, "load_after": load(), "command": " ".join(cmd[1:])}
@@ -117,7 +118,7 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
     lines += [md_table(["start", "jobs", "trials / hour", "study wall s", "inside training",
                         "overhead per trial s (steady)", "study start-up s", "first trial overhead s",
                         "load before"], rows),
-              "\n`inside training`: the trials' time by PuffeRL's own clock over the study's wall time. "
+              "\n`inside training`: the trials' time by PuffeRL's own clock over the study's wall time x jobs. "
               "`overhead per trial`: a trial's wall time minus its time inside training, trials after the first. "
               "`study start-up`: from the command's start to its first trial's start. `first trial overhead`: "
               "the first trial's wall time outside training (a warm study's server imports once, here).\n"]
@@ -130,6 +131,7 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.warm_trials", description=__doc__.split("\n")[0])
+    parser.add_argument("--render", type=Path, help="rewrite the markdown of a stored result JSON (no runs)")
     parser.add_argument("--quick", action="store_true", help="one round of 3 trials")
     parser.add_argument("--rounds", type=int, help="rounds of the four studies (default: 1 quick, 3 full)")
     parser.add_argument("--trials", type=int, help="trials per study (default: 3 quick, 8 full)")
@@ -142,6 +144,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render:
+        payload = json.loads(args.render.read_text())
+        for run in payload["runs"]:
+            run["inside_share"] = run["inside_training_s"] / (run["wall_s"] * run["jobs"])
+        args.render.with_suffix(".md").write_text(markdown(payload["info"], payload["settings"], payload["runs"]))
+        args.render.write_text(json.dumps(payload, indent=2) + "\n")
+        return
     started = time.time()
     seeds = list(range(1, args.rounds + 1))
     runs = []
