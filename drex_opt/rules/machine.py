@@ -47,6 +47,16 @@ def _get(cfg: dict, section: str, key: str) -> Any:
     return values.get(key) if isinstance(values, dict) else None
 
 
+def _float32_in_disguise(cfg: dict) -> Problem | None:
+    """``bfloat16`` off CUDA: PufferLib's mixed precision is CUDA autocast only, so the run
+    would silently train in float32. A refusal where the run trains here, a warning elsewhere."""
+    device = _get(cfg, "train", "device")
+    if _get(cfg, "train", "precision") != "bfloat16" or device == "cuda":
+        return None
+    return Problem("train.precision", f"\"bfloat16\" would train as float32 on {device}: "
+                                      "PufferLib uses bfloat16 only on CUDA; use float32")
+
+
 def problems_here(cfg: dict, cores: int | None = None) -> list[Problem]:
     """What stops ``cfg`` (an effective config) from training as written on this machine.
 
@@ -60,9 +70,9 @@ def problems_here(cfg: dict, cores: int | None = None) -> list[Problem]:
     if isinstance(device, str) and device != "cpu" and device not in available_devices():
         problems.append(Problem("train.device", f"{show(device)} is not available on this machine "
                                                 f"(it has {', '.join(available_devices())})"))
-    if _get(cfg, "train", "precision") == "bfloat16" and device != "cuda":
-        problems.append(Problem("train.precision", f"\"bfloat16\" would train as float32 on {device}: "
-                                                   "PufferLib uses bfloat16 only on CUDA; use float32"))
+    precision = _float32_in_disguise(cfg)
+    if precision is not None:
+        problems.append(precision)
     workers = _get(cfg, "vec", "num_workers")
     cores = cores or physical_cores()
     if isinstance(workers, int) and workers > 1 and workers > cores:
@@ -114,8 +124,8 @@ def review(proposal: Any, baseline: dict, repair: bool = False, here: bool = Fal
     target = cores or physical_cores()
     where = "the target machine" if cores is not None else "this machine"
     flagged = {problem.split(":", 1)[0] for problem in result.problems}
-    result.warnings = [str(advice) for advice in topology_advice(effective, target, where)
-                       if advice.key not in flagged]
+    advice = [*topology_advice(effective, target, where), _float32_in_disguise(effective)]
+    result.warnings = [str(item) for item in advice if item is not None and item.key not in flagged]
     return result
 
 
@@ -133,8 +143,4 @@ def topology_advice(cfg: dict, cores: int, where: str) -> list[Problem]:
         examples = ", ".join(str(cores * k) for k in (1, 2, 3))
         advice.append(Problem("vec.num_envs", f"{envs} is not a multiple of the {cores} cores of {where}: "
                                               f"the brief prefers {examples}"))
-    device = _get(cfg, "train", "device")
-    if _get(cfg, "train", "precision") == "bfloat16" and device != "cuda":
-        advice.append(Problem("train.precision", f"bfloat16 trains as float32 on {device} "
-                                                 "(PufferLib's bfloat16 is CUDA only)"))
     return advice

@@ -486,8 +486,8 @@ def _fit_topology(repaired: dict, baseline: dict, cores: int | None, adjustments
     workers, envs = vec.get("num_workers"), vec.get("num_envs")
     if not (_is_int(workers) and _is_int(envs)):
         return
-    if cores is not None and workers > max(1, cores):
-        cores = max(1, cores)
+    cores = None if cores is None else max(1, cores)
+    if cores is not None and workers > cores:
         adjustments.append(f"vec.num_workers: {workers} is above this machine's {cores} cores; set to {cores}")
         workers = cores
         repaired.setdefault("vec", {})["num_workers"] = workers

@@ -94,8 +94,9 @@ class WarmLauncher:
     """Starts training children from a preloaded forkserver (see the module docstring).
 
     Args:
-        threads: the torch/BLAS thread cap of every child; BLAS libraries read it when the
-            forkserver loads them, so it is set before the server starts.
+        threads: the thread cap the server starts with: BLAS libraries read it when they
+            load there, once for every child. Each run's torch cap comes in its own
+            environment (``run_training``'s ``threads``).
     """
 
     def __init__(self, threads: int | None = None) -> None:
@@ -116,7 +117,6 @@ class WarmLauncher:
     def __call__(self, argv: list[str], env: dict) -> Child:
         """Start ``python -m drex_opt.run.train ARGV`` as a fork of the warm server."""
         self.warm_up()
-        env = {**env, **thread_env(self.threads or os.cpu_count())}
         reader, writer = _context.Pipe(duplex=False)
         process = _context.Process(target=_child_main, args=(writer, argv, env, os.getcwd()),
                                    name="drex-opt-training")
