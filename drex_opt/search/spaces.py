@@ -3,6 +3,10 @@
 A file states the theory its experiment tests (``description``), a ``[budget]`` and the
 parameters to search, named ``"section.key"`` as in the brief. Every range must lie
 inside the safety ranges of :mod:`drex_opt.rules.safety`; a file breaking that does not load.
+
+An optional ``[warm]`` section holds the same experiment for trials that continue a run's
+checkpoint rather than train from scratch: its own theory, budget and ranges, which may be
+``around`` the run's values; :func:`for_warm_start` resolves them against a run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ DIAGNOSTIC_FOCUS = "diagnostic_grip"
 RESERVED = frozenset({"train.total_timesteps", "train.seed"})
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
+# A TOML description is a multi-line string; its edge newlines mean nothing.
+_TEXT = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
 
 
 class ParamSpec(BaseModel):
@@ -71,27 +77,49 @@ class TrialBudget(NamedTuple):
     repeats: int
 
 
+class WarmParamSpec(ParamSpec):
+    """A searched key of a warm start: a :class:`ParamSpec`, or a range ``around`` the run's value."""
+
+    around: list[float] | None = Field(
+        None, min_length=2, max_length=2,
+        description="Factors [lo, hi] of the run's value, 0 < lo < 1 < hi, in place of low and high (float/int).")
+
+
+class WarmSection(BaseModel):
+    """``[warm]``: the experiment for trials that continue the run's checkpoint."""
+
+    model_config = _TEXT
+
+    description: str = Field(min_length=1, description="Why these ranges suit a drone already trained this far.")
+    budget: Budget | None = Field(None, description="The warm trials' budget; absent: the space's [budget].")
+    params: dict[str, WarmParamSpec] = Field(default_factory=dict)
+
+
 class SearchSpace(BaseModel):
     """A focus's experiment. ``inherit`` spaces (``continue``) carry no parameters: they
     reuse the previous focus's space, narrowed with :func:`narrow`."""
 
-    # The TOML description is a multi-line string; its edge newlines mean nothing.
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+    model_config = _TEXT
 
     focus: str
     description: str = Field(min_length=1, description="The theory the experiment tests.")
     budget: Budget
     inherit: bool = False
     params: dict[str, ParamSpec] = Field(default_factory=dict)
+    warm: WarmSection | None = Field(None, description="Ranges for continuing a run's checkpoint (see for_warm_start).")
     source: Path | None = Field(None, description="The TOML file this space was read from.")
 
     @model_validator(mode="after")
     def _params_safe(self) -> SearchSpace:
-        if self.inherit and self.params:
+        warm = self.warm.params if self.warm else {}
+        if self.inherit and (self.params or warm):
             raise PydanticCustomError("search_space", "an inherit = true space takes its params from the previous focus")
         if not self.inherit and not self.params:
             raise PydanticCustomError("search_space", "no [params.\"section.key\"] tables")
+        if not self.inherit and self.warm and not warm:
+            raise PydanticCustomError("search_space", "no [warm.params.\"section.key\"] tables")
         problems = [f'params."{name}": {problem}' for name, spec in self.params.items() for problem in _param_problems(name, spec)]
+        problems += [f'warm.params."{name}": {problem}' for name, spec in warm.items() for problem in _warm_problems(name, spec)]
         if problems:
             raise PydanticCustomError("search_space", "; ".join(problems))
         return self
@@ -114,8 +142,7 @@ class SearchSpace(BaseModel):
         return TrialBudget(timesteps, budget.trials, budget.startup_trials, budget.repeats)
 
 
-def _param_problems(name: str, p: ParamSpec) -> list[str]:
-    """What is wrong with searching ``name`` as ``p`` (empty when it is fine)."""
+def _key_problems(name: str) -> list[str]:
     spec = safety.SPEC_BY_KEY.get(name)
     if spec is None:
         return ["not a key of the brief"]
@@ -123,6 +150,14 @@ def _param_problems(name: str, p: ParamSpec) -> list[str]:
         return ["derived from the topology, it cannot be searched"]
     if name in RESERVED:
         return ["set by [budget] and the seed repeats, it cannot be searched"]
+    return []
+
+
+def _param_problems(name: str, p: ParamSpec) -> list[str]:
+    """What is wrong with searching ``name`` as ``p`` (empty when it is fine)."""
+    if problems := _key_problems(name):
+        return problems
+    spec = safety.SPEC_BY_KEY[name]
     if p.type == "categorical":
         if p.low is not None or p.high is not None or p.log or p.step is not None:
             return ["a categorical takes only choices"]
@@ -145,6 +180,27 @@ def _param_problems(name: str, p: ParamSpec) -> list[str]:
         values = [p.low, p.high]
     section, key = name.split(".")
     return [problem.message for v in values for problem in safety.validate({section: {key: v}})]
+
+
+def _warm_problems(name: str, p: WarmParamSpec) -> list[str]:
+    """:func:`_param_problems` for a warm param, which takes no step and may use ``around``."""
+    if p.step is not None:
+        # A grid from low could not be stretched to hold the run's value.
+        return ["a warm range takes no step"]
+    if p.around is None:
+        return _param_problems(name, p)
+    if problems := _key_problems(name):
+        return problems
+    kind = safety.SPEC_BY_KEY[name].kind
+    if p.type == "categorical":
+        return ["around is for a float or int range, not a categorical"]
+    if p.type != kind:
+        return [f"type {p.type} does not fit a key of type {kind}"]
+    if p.low is not None or p.high is not None or p.choices is not None:
+        return ["around replaces low and high and takes no choices"]
+    if not 0 < p.around[0] < 1 < p.around[1]:
+        return ["around needs factors [lo, hi] with 0 < lo < 1 < hi"]
+    return []  # the resolved range is clipped into the safety range
 
 
 # ---------------------------------------------------------------- files
@@ -176,10 +232,14 @@ def load(focus: str, directory: str | Path | None = None) -> SearchSpace:
     for computed in ("focus", "source"):
         if computed in data:
             raise UserError(f"{path}: {computed}: unknown key (it comes from the file itself)")
+    return _validated({**data, "focus": focus, "source": path}, path)
+
+
+def _validated(data: dict, where: Path | str) -> SearchSpace:
     try:
-        return SearchSpace.model_validate({**data, "focus": focus, "source": path})
+        return SearchSpace.model_validate(data)
     except ValidationError as exc:
-        raise UserError(f"{path}: " + "; ".join(_describe(error) for error in exc.errors())) from None
+        raise UserError(f"{where}: " + "; ".join(_describe(error) for error in exc.errors())) from None
 
 
 def _describe(error: Any) -> str:
@@ -258,3 +318,53 @@ def _narrow_range(p: ParamSpec, value: float, factor: float) -> ParamSpec:
         # Rounding outward keeps at least two values: new_lo < new_hi before rounding.
         new_lo, new_hi = math.floor(new_lo), math.ceil(new_hi)
     return p.model_copy(update={"low": new_lo, "high": new_hi})
+
+
+# ---------------------------------------------------------------- warm starts
+def for_warm_start(space: SearchSpace, run_config: dict) -> SearchSpace:
+    """The plain space of trials that continue a run's checkpoint, ready for :func:`suggest`.
+
+    The ``[warm]`` params with ``around`` ranges become the run's value times the factors;
+    every numeric range then stretches to hold the run's value (so continuing unchanged
+    stays a trial the study can propose), is clipped into the key's safety range and, for
+    ints, rounded outward. Categorical choices stay as written, even without the run's
+    value. The description and budget are ``[warm]``'s (its budget, else the space's);
+    the result has no ``[warm]`` section. An inheriting space stays inheriting, without params.
+
+    Args:
+        space: a loaded space.
+        run_config: the run's full nested config (``run_config["train"]["gamma"]``).
+
+    Raises:
+        UserError: the space has no ``[warm]`` section; the run's value of a numeric warm
+            param is missing or breaks its safety range; it is not positive where ``around``
+            or a log range needs it. The message names the file.
+    """
+    where = space.source or space.focus
+    if space.warm is None:
+        raise UserError(f"{where}: no [warm] section, so no ranges for continuing a run's checkpoint")
+    warm = space.warm
+    params = {name: _resolved(name, p, run_config, where) for name, p in warm.params.items()}
+    budget = (warm.budget or space.budget).model_dump()
+    return _validated({**space.model_dump(), "description": warm.description, "budget": budget,
+                       "params": params, "warm": None}, where)
+
+
+def _resolved(name: str, p: WarmParamSpec, run_config: dict, where: Path | str) -> dict:
+    """The fields of a plain :class:`ParamSpec` for ``p`` on the run ``run_config``."""
+    data = p.model_dump(exclude={"around"})
+    if p.type == "categorical":
+        return data
+    section, key = name.split(".")
+    values = run_config.get(section)
+    value = values.get(key) if isinstance(values, dict) else None
+    if problems := safety.validate({section: {key: value}}):
+        raise UserError(f'{where}: warm.params."{name}": the run\'s {problems[0]}')
+    if (p.around or p.log) and value <= 0:
+        need = "factors of around" if p.around else "a log range"
+        raise UserError(f'{where}: warm.params."{name}": the run\'s value {value} is not positive, as {need} need')
+    low, high = (value * p.around[0], value * p.around[1]) if p.around else (min(p.low, value), max(p.high, value))
+    spec = safety.SPEC_BY_KEY[name]
+    low, high = max(low, spec.low), min(high, spec.high)
+    low, high = (math.floor(low), math.ceil(high)) if p.type == "int" else (float(low), float(high))
+    return {**data, "low": low, "high": high}
