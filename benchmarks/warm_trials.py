@@ -2,7 +2,7 @@
 
 Run from the repository root: .venv/bin/python -m benchmarks.warm_trials [--quick] [--rounds N]
 
-Each round runs the same ``drex-opt study`` four ways, one after the other: ``--cold-start``
+Each round runs the same ``drex-opt study`` four ways, one after the other: ``--no-fork``
 (every trial a fresh interpreter: imports torch and PufferLib itself) and the default warm
 start (every trial a fork of a server that imported them once), each with ``--jobs 1`` and
 ``--jobs 2``. Trials are ``diagnostic_grip`` trials of 300k agent steps (the focus's own
@@ -64,7 +64,7 @@ def study_run(warm: bool, jobs: int, trials: int, timesteps: int, seed: int, wor
            "--timesteps", str(timesteps), "--jobs", str(jobs), "--repeats", "0", "--no-early-stopping",
            "--storage", f"sqlite:///{db}", "--study-name", tag, "--seed", str(seed), "--json"]
     if not warm:
-        cmd.append("--cold-start")
+        cmd.append("--no-fork")
     before = load()
     started = time.time()
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
@@ -99,13 +99,13 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
              f"- mode: {'quick (smoke)' if settings['quick'] else 'full'}; {settings['rounds']} round(s); "
              f"sampler seeds {settings['seeds']}; {settings['trials']} `{FOCUS}` trials of "
              f"{settings['timesteps']:,} agent steps per study; wall time {settings['wall_time_min']:.1f} min\n",
-             "Cold: `drex-opt study --cold-start` (each trial a fresh Python that imports torch and PufferLib). "
+             "Cold: `drex-opt study --no-fork` (each trial a fresh Python that imports torch and PufferLib). "
              "Warm: the default (each trial a fork of a server that imported them once). Each round runs the "
              "four studies back to back; medians over rounds, spread [min–max]. Wall-time numbers on a shared "
              "2-core machine (load averages recorded).\n",
              "A speed benchmark: no space, default or setting was tuned on these sampler seeds, so there is no "
              "design set to keep apart; the rival is what users ran before, a fresh Python per trial "
-             "(`--cold-start`), on the same seeds and trials. What the trials learn is the search-efficiency "
+             "(`--no-fork`), on the same seeds and trials. What the trials learn is the search-efficiency "
              "benchmarks' subject, not this one's.\n"]
     rows = []
     for warm in (False, True):

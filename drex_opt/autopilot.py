@@ -12,13 +12,18 @@ One iteration, as the brief describes it:
    ``autopilot.resume_mode`` is ``continue``;
 4. checkpoints kept by ``autopilot.save_strategy`` (``runs/best.json``, ``models/best.pt``,
    ``models/latest.pt``), a ``notes.txt`` entry;
-5. with ``optimize``: a study on the run's behavioural focus, whose winner is exported as
-   the next proposal (and explained in the same notes).
+5. with ``optimize``: a study on the run's behavioural focus whose trials continue the
+   run's drone (trial 0 unchanged, the control), whose winner is exported as the next
+   proposal with its checkpoint (``resume_mode: continue``), so the next run carries on
+   from the best drone: generations of one drone, not a restart per run.
+
+``budget`` caps the agent steps the loop trains in all (runs and studies): nothing starts
+that would exceed it, and each iteration's compute is kept in the run's ``compute.json``.
 """
 
 from __future__ import annotations
 
-import shutil
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +33,7 @@ from drex_opt.errors import UserError
 from drex_opt.jsonio import read_json, read_json_object, write_atomic, write_json_atomic
 from drex_opt.rules import behavior, config, machine, safety
 from drex_opt.rules.objectives import run_rank
+from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run import metrics, runner
 from drex_opt.search import export
 from drex_opt.search import planning, study
@@ -38,7 +44,8 @@ MODES = ("quick", "full")
 @dataclass
 class AutopilotSettings:
     mode: str = "quick"
-    runs: int = 1
+    runs: int | None = None  # None: 1, or as many as the budget allows when a budget is given
+    budget: int | None = None  # agent steps the whole loop may train (runs and studies)
     optimize: bool = False
     timesteps: int | None = None
     autopilot_dir: Path = Path("autopilot")
@@ -60,6 +67,7 @@ class IterationResult:
     export: dict | None = None
     note: str = ""
     problems: list = field(default_factory=list)
+    compute: dict = field(default_factory=dict)  # agent steps of the run, the study, the loop so far
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -143,14 +151,14 @@ class Autopilot:
         strategy = cfg["autopilot"]["save_strategy"]
         self.models.mkdir(parents=True, exist_ok=True)
         if strategy in ("latest", "all"):
-            write_atomic(self.models / "latest.pt", lambda tmp: shutil.copyfile(checkpoint, tmp))
+            checkpoints.copy(checkpoint, self.models / "latest.pt")
         if strategy == "all":
-            write_atomic(self.models / f"{run_dir.name}.pt", lambda tmp: shutil.copyfile(checkpoint, tmp))
+            checkpoints.copy(checkpoint, self.models / f"{run_dir.name}.pt")
         if strategy in ("best", "all"):
             best_file = self.runs / "best.json"
             best = read_json(best_file, "best.json") if best_file.is_file() else None
             if best is None or run_rank(summary) > run_rank(best):
-                write_atomic(self.models / "best.pt", lambda tmp: shutil.copyfile(checkpoint, tmp))
+                checkpoints.copy(checkpoint, self.models / "best.pt")
                 write_json_atomic(best_file, {
                     "run_id": summary["run_id"], "run_dir": str(run_dir), "checkpoint": str(self.models / "best.pt"),
                     **{k: summary.get(k) for k in ("grip_success", "delivery_success", "end_to_end_success",
@@ -158,9 +166,36 @@ class Autopilot:
                 })
 
 
+def steps_of(timesteps: int, batch_size: int) -> int:
+    """Agent steps a run of ``timesteps`` really trains: PufferLib collects whole batches."""
+    return max(1, math.ceil(timesteps / batch_size)) * batch_size
+
+
+class BudgetSpent(Exception):
+    """The next piece of work would take the loop past its ``--budget``."""
+
+
+@dataclass
+class Ledger:
+    """Agent steps the loop has trained, against its budget (None: no limit)."""
+
+    budget: int | None
+    spent: int = 0
+
+    def left(self) -> float:
+        return math.inf if self.budget is None else self.budget - self.spent
+
+    def check(self, steps: int, what: str) -> None:
+        if steps > self.left():
+            raise BudgetSpent(f"the budget leaves {int(self.left()):,} agent steps of {self.budget:,}; "
+                              f"{what} needs {steps:,}")
+
+
 def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
-                  on_event: Callable[[dict], None] | None = None) -> IterationResult:
-    """One run of the loop (see the module docstring). UserError before anything runs."""
+                  on_event: Callable[[dict], None] | None = None, ledger: Ledger | None = None) -> IterationResult:
+    """One run of the loop (see the module docstring). UserError before anything runs;
+    BudgetSpent, before anything runs, when the run would not fit the ledger's budget."""
+    ledger = ledger or Ledger(None)
     proposal = pilot.read_proposal()
     cfg = pilot.effective_config(proposal, settings.timesteps)
     try:
@@ -168,6 +203,7 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     except UserError as exc:
         raise UserError(f"{pilot.baseline_path.name} with {pilot.proposal_path} cannot train here: {exc}") from None
     load_model = pilot.checkpoint_for(cfg)
+    ledger.check(steps_of(cfg["train"]["total_timesteps"], cfg["train"]["batch_size"]), "the next run")
     previous = pilot.previous_summary()
     why = notes.read_sidecar(pilot.proposal_path)
     run_dir = runner.prepare_run_dir(pilot.new_run_dir())
@@ -187,9 +223,10 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                    runner.ENV_SUMMARY: str(summary_path.resolve())},
     )
     summary = result.summary
+    ledger.spent += int(summary.get("agent_steps") or 0)
     pilot.keep_checkpoints(cfg, summary, run_dir)
     focus = (summary.get("behavioral_analysis") or {}).get("next_focus")
-    last = iteration + 1 >= settings.runs
+    last = settings.runs is not None and iteration + 1 >= settings.runs
     # A completed run may still give no focus to search (the drone was not observed).
     searchable = summary["status"] == "completed" and focus in behavior.FOCI
     if summary["status"] != "completed":
@@ -200,8 +237,9 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
         next_step = (f"no study: {reason}; give the next run more train.total_timesteps in {pilot.proposal_path}, "
                      "otherwise it reuses the baseline")
     elif settings.optimize:
-        next_step = (f"search focus {focus} with a study on this run's configuration and export the winner "
-                     f"to {pilot.proposal_path}" + ("" if not last else " for the run after this loop"))
+        next_step = (f"search focus {focus} with a study whose trials continue this run's drone (trial 0 "
+                     f"unchanged) and export the winner, with its checkpoint, to {pilot.proposal_path}"
+                     + ("" if not last else " for the run after this loop"))
     else:
         next_step = (f"focus {focus}: run drex-opt study --from-run {run_dir} then drex-opt export, "
                      "or fill next_config.json by hand; otherwise the next run reuses the baseline")
@@ -211,21 +249,81 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                                                    why=why, advice=advice))
     out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
                           note=str(notes_path))
-    if settings.optimize and searchable:
-        optimize_after(pilot, settings, run_dir, out)
-    elif settings.optimize and summary["status"] == "completed":
-        out.problems.append(f"no study after run {run_id}: next focus {focus} has no search space")
+    before = ledger.spent - int(summary.get("agent_steps") or 0)
+    try:
+        if settings.optimize and searchable:
+            optimize_after(pilot, settings, run_dir, out, ledger)
+        elif settings.optimize and summary["status"] == "completed":
+            out.problems.append(f"no study after run {run_id}: next focus {focus} has no search space")
+    finally:
+        record_compute(run_dir, out, summary, ledger, before)
     return out
 
 
-def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult) -> None:
-    """Study the run's focus around the run's own configuration; export the winner."""
+def record_compute(run_dir: Path, out: IterationResult, summary: dict, ledger: Ledger, before: int) -> None:
+    """The iteration's agent steps in ``compute.json`` (read by ``drex-opt runs``) and its notes."""
+    run_steps = int(summary.get("agent_steps") or 0)
+    out.compute = {
+        "run_agent_steps": run_steps, "study_agent_steps": ledger.spent - before - run_steps,
+        "iteration_agent_steps": ledger.spent - before, "loop_agent_steps": ledger.spent, "budget": ledger.budget,
+        "drone_agent_steps": summary.get("drone_agent_steps"),
+    }
+    write_json_atomic(run_dir / metrics.COMPUTE_FILE, out.compute)
+    c = out.compute
+    budget = f" of the --budget {ledger.budget:,}" if ledger.budget is not None else ""
+    notes.append_entry(run_dir / "notes.txt", notes.compute_entry(run_dir.name, c["run_agent_steps"],
+                                                                  c["study_agent_steps"], ledger.spent, budget))
+
+
+def trial_steps_bound(plan: planning.StudyPlan) -> int:
+    """The most agent steps one trial of ``plan`` can train: its budget rounded up to whole
+    batches of the largest batch it may sample (the agents times the longest horizon)."""
+    base = plan.baseline
+    horizons = [base["train"]["bptt_horizon"]]
+    spec = plan.space.params.get("train.bptt_horizon")
+    if spec is not None:
+        horizons += list(spec.choices or []) + [v for v in (spec.high,) if v is not None]
+    agents = base["train"]["batch_size"] // base["train"]["bptt_horizon"]
+    return steps_of(plan.timesteps, agents * int(max(horizons)))
+
+
+def study_steps(run_dir: Path) -> int:
+    """Agent steps every training of a study folder took (trials, seed repeats, failed ones too)."""
+    total = 0
+    for path in Path(run_dir).glob("*/summary.json"):
+        try:
+            total += int(read_json_object(path).get("agent_steps") or 0)
+        except (UserError, TypeError, ValueError):
+            continue
+    return total
+
+
+def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult,
+                   ledger: Ledger | None = None) -> None:
+    """Study the run's focus, every trial continuing the run's drone; export the winner and
+    its checkpoint. With a budget the study gets the trials that fit (at least two: the
+    control and one change), else none."""
+    ledger = ledger or Ledger(None)
     plan = planning.plan(planning.StudySettings(
         from_run=run_dir, baseline=str(run_dir / "config.json"), env=settings.env, storage=settings.storage,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    result = study.run(plan)
+    per_trial = trial_steps_bound(plan)
+    fits = int(min(plan.trials, ledger.left() // per_trial))
+    if fits < 2:
+        reason = (f"no study after run {run_dir.name}: the budget leaves {int(ledger.left()):,} agent steps, "
+                  f"two trials of {plan.timesteps:,} need {2 * per_trial:,}")
+        notes.append_entry(run_dir / "notes.txt", reason + "; the next run reuses the baseline.\n")
+        out.problems.append(reason)
+        return
+    plan.trials, plan.repeats = fits, plan.repeats if fits == plan.trials else 0
+    folder = plan.studies_dir / plan.study_name
+    before = study_steps(folder)
+    try:
+        result = study.run(plan)
+    finally:
+        ledger.spent += study_steps(folder) - before
     out.study = result.to_dict()
     if result.interrupted:
         raise KeyboardInterrupt
@@ -241,16 +339,34 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
 
 
 def run_loop(settings: AutopilotSettings, on_start: Callable[[int], object] | None = None,
-             on_done: Callable[[IterationResult], None] | None = None) -> list[IterationResult]:
-    """``settings.runs`` iterations; the first invalid proposal stops the loop (UserError)."""
-    if settings.runs < 1:
+             on_done: Callable[[IterationResult], None] | None = None,
+             on_stop: Callable[[str], None] | None = None) -> list[IterationResult]:
+    """``settings.runs`` iterations, or as many as ``settings.budget`` allows.
+
+    The first invalid proposal stops the loop (UserError); so does a budget too small for
+    even one run. A budget spent later ends the loop normally, ``on_stop`` told why.
+    """
+    if settings.runs is not None and settings.runs < 1:
         raise UserError(f"--runs must be at least 1, got {settings.runs}")
+    if settings.budget is not None and settings.budget < 1:
+        raise UserError(f"--budget must be a positive number of agent steps, got {settings.budget}")
+    runs = settings.runs if settings.runs is not None else (None if settings.budget is not None else 1)
     pilot = Autopilot(settings.autopilot_dir, settings.mode)
-    results = []
-    for i in range(settings.runs):
-        on_event = on_start(i) if on_start else None
-        result = run_iteration(pilot, settings, i, on_event)  # type: ignore[arg-type]
+    ledger = Ledger(settings.budget)
+    results: list[IterationResult] = []
+    i = 0
+    while runs is None or i < runs:
+        try:
+            on_event = on_start(i) if on_start else None
+            result = run_iteration(pilot, settings, i, on_event, ledger)  # type: ignore[arg-type]
+        except BudgetSpent as exc:
+            if not results:
+                raise UserError(f"--budget {settings.budget:,} is too small: {exc}") from None
+            if on_stop:
+                on_stop(f"stopped before run {i + 1}: {exc}")
+            break
         results.append(result)
         if on_done:
             on_done(result)
+        i += 1
     return results

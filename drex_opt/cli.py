@@ -208,9 +208,11 @@ StudyNameOpt = Annotated[Optional[str], typer.Option("--study-name", help="Study
 @user_errors
 def study(
     focus: Annotated[Optional[str], typer.Option("--focus", help="Behavioural focus to search (see drex-opt spaces).")] = None,
-    from_run: Annotated[Optional[Path], typer.Option("--from-run", help="Take the focus (and severity) from this run's behavioural analysis (the one its summary stores).")] = None,
+    from_run: Annotated[Optional[Path], typer.Option("--from-run", help="Take the focus (and severity) from this run's behavioural analysis (the one its summary stores); every trial continues the run's drone (its model.pt) with the run's configuration as baseline.")] = None,
     recompute: RecomputeOpt = False,
-    baseline: Annotated[str, typer.Option("--baseline", "-b", help="quick, full or a path to a full config.")] = "quick",
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="With --from-run: trials train fresh weights instead of continuing the run's checkpoint.")] = False,
+    warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="Every trial continues this checkpoint (.pt) instead.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", "-b", help="quick, full or a path to a full config (default: the --from-run run's config.json, else quick).", show_default=False)] = None,
     env: Annotated[str, typer.Option("--env", help="drone_pp or a PufferLib environment name.")] = "drone_pp",
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
@@ -222,7 +224,7 @@ def study(
     repeats: Annotated[Optional[int], typer.Option("--repeats", help="Re-train the top Pareto trials with this many new seeds (default: the space's).")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option("--trial-timeout", help="Kill one trial's training after this many seconds.")] = None,
     no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping", help="Never stop a trial early on its behaviour.")] = False,
-    cold_start: Annotated[bool, typer.Option("--cold-start", help="Start each trial in a fresh Python instead of forking a warm one (slower start; for envs that cannot be forked).")] = False,
+    no_fork: Annotated[bool, typer.Option("--no-fork", help="Start each trial in a fresh Python instead of forking a preloaded one (slower start; for envs that cannot be forked).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Multi-objective Bayesian search (grip, delivery, end-to-end) over a focus's space; each trial is one PufferLib run."""
@@ -237,7 +239,8 @@ def study(
     settings = planning.StudySettings(
         focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env, storage=storage,
         study_name=study_name, trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
-        trial_timeout=trial_timeout, early_stopping=not no_early_stopping, warm=not cold_start,
+        trial_timeout=trial_timeout, early_stopping=not no_early_stopping, forked=not no_fork,
+        from_scratch=from_scratch, warm_start=warm_start,
     )
     plan = planning.plan(settings)
     monitor = StudyMonitor(plan)
@@ -285,7 +288,8 @@ def export(
 @user_errors
 def autopilot(
     mode: Annotated[str, typer.Option("--mode", help="quick (smoke baseline) or full (long baseline).")] = "quick",
-    runs: Annotated[int, typer.Option("--runs", help="Iterations of the loop.")] = 1,
+    runs: Annotated[Optional[int], typer.Option("--runs", help="Iterations of the loop (default 1, or as many as --budget allows).", show_default=False)] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", help="Agent steps the whole loop may train, studies included; nothing starts that would exceed it.")] = None,
     optimize: Annotated[bool, typer.Option("--optimize", help="After each run, study its focus and export the winner as the next proposal.")] = False,
     timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Override train.total_timesteps of every run.")] = None,
     autopilot_dir: Annotated[Path, typer.Option("--autopilot-dir", help="Folder with configs/, proposals/, runs/, logs/, models/.")] = Path("autopilot"),
@@ -303,11 +307,14 @@ def autopilot(
     _quiet_optuna()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = autopilot_mod.AutopilotSettings(
-        mode=mode, runs=runs, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env,
+        mode=mode, runs=runs, budget=budget, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env,
         storage=storage, study_trials=study_trials, study_timesteps=study_timesteps, jobs=jobs, timeout=timeout,
     )
+    def on_stop(reason: str) -> None:
+        typer.echo(reason, err=True)
+
     if as_json:
-        results = autopilot_mod.run_loop(settings)
+        results = autopilot_mod.run_loop(settings, on_stop=on_stop)
         print_json([r.to_dict() for r in results])
         return
     from drex_opt.views import console as views
@@ -315,14 +322,16 @@ def autopilot(
     progress: dict = {}
 
     def on_start(i: int):
-        progress["bar"] = views.LazyTrainProgress(f"run {i + 1}/{runs}")
+        if "bar" in progress:
+            progress["bar"].close()
+        progress["bar"] = views.LazyTrainProgress(f"run {i + 1}" + (f"/{runs}" if runs else ""))
         return progress["bar"].update
 
     def on_done(result) -> None:
         progress["bar"].close()
         views.print_autopilot_result(result)
 
-    autopilot_mod.run_loop(settings, on_start=on_start, on_done=on_done)
+    autopilot_mod.run_loop(settings, on_start=on_start, on_done=on_done, on_stop=on_stop)
 
 
 # ---------------------------------------------------------------- dashboard

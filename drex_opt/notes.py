@@ -22,7 +22,9 @@ def _now() -> str:
 
 
 def _wrap(text: str, indent: str = "  ") -> str:
-    return textwrap.fill(" ".join(str(text).split()), WIDTH, initial_indent=indent, subsequent_indent=indent)
+    # Paths and names are never cut: a reader copies them from the note.
+    return textwrap.fill(" ".join(str(text).split()), WIDTH, initial_indent=indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
 
 
 def append_entry(path: str | Path, text: str) -> Path:
@@ -102,9 +104,21 @@ def run_entry(run_id: str, mode: str, changed: dict, summary: dict, previous: di
     lines.append(_wrap(result, ""))
     if summary.get("error"):
         lines.append(_wrap(f"Error: {summary['error']}", ""))
+    if summary.get("started_from"):
+        before, total = summary.get("started_from_agent_steps"), summary.get("drone_agent_steps")
+        seen = f" ({before:,} agent steps before this run, {total:,} in all)" if isinstance(total, int) else ""
+        lines.append(_wrap(f"Drone: continued {summary['started_from']}{seen}; optimizer state "
+                           f"{summary.get('optimizer_state') or 'n/a'}.", ""))
     lines += behaviour_lines(summary.get("behavioral_analysis"))
     lines.append(_wrap(f"Next step: {next_step}", ""))
     return "\n".join(lines) + "\n"
+
+
+def compute_entry(run_id: str, run_steps: int, study_steps: int, loop_steps: int, budget: str) -> str:
+    """The compute of one autopilot iteration: its run, its study, the loop so far."""
+    return (f"=== {_now()} - compute of iteration {run_id} ===\n"
+            + _wrap(f"Agent steps: run {run_steps:,} + study {study_steps:,} = {run_steps + study_steps:,}; "
+                    f"the loop so far {loop_steps:,}{budget}.", "") + "\n")
 
 
 def study_entry(info: dict) -> str:
@@ -115,11 +129,22 @@ def study_entry(info: dict) -> str:
         lines.append("Why this experiment (focus " + str(info.get("focus")) + "):")
         lines.append(_wrap(info["theory"]))
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(info["states"].items()))
+    start = "from fresh weights"
+    if info.get("warm_start"):
+        seen = info.get("warm_start_agent_steps")
+        start = (f"each continuing the drone in {info['warm_start']}"
+                 + (f" ({seen:,} agent steps trained)" if isinstance(seen, int) else ""))
     lines.append(_wrap(f"What was tried: {info['trials']} trials of {info['timesteps']:,} steps on the "
-                       f"{info['baseline']} baseline ({states}).", ""))
+                       f"{info['baseline']} baseline, {start} ({states}).", ""))
     lines.append(_wrap(f"What won: {info['explanation']}", ""))
     if info.get("versus_baseline"):
-        lines.append(_wrap(f"Against the baseline trial: {info['versus_baseline']}", ""))
+        control = "the control (continuing unchanged)" if info.get("warm_start") else "the baseline trial"
+        lines.append(_wrap(f"Against {control}: {info['versus_baseline']}", ""))
+    if info.get("resume_from"):
+        seen = info.get("drone_agent_steps")
+        lines.append(_wrap(f"The drone: the next run continues the winner's checkpoint {info['resume_from']}"
+                           + (f" ({seen:,} agent steps trained in all)" if isinstance(seen, int) else "")
+                           + " (autopilot.resume_mode continue), not the drone the study started from.", ""))
     if info.get("importances"):
         top = ", ".join(f"{name} {value:.2f}" for name, value in info["importances"])
         lines.append(_wrap(f"Parameters that mattered most (importance for {info['importance_target']}): {top}", ""))

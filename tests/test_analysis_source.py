@@ -111,8 +111,9 @@ class TestAnalyze:
 
 class TestStudyFromRun:
     def settings(self, tmp_path, run, **kw) -> planning.StudySettings:
+        # Fabricated run folders hold no checkpoint: these plans train from fresh weights.
         return planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db",
-                                      studies_dir=tmp_path / "studies", **kw)
+                                      studies_dir=tmp_path / "studies", from_scratch=True, **kw)
 
     def test_the_stored_focus_selects_the_space(self, tmp_path):
         plan = planning.plan(self.settings(tmp_path, owner_run(tmp_path)))

@@ -112,7 +112,7 @@ def test_views_are_imported_by_the_cli_only():
 # in the forked process; importing it in the study's own process would import PufferLib
 # there, whose import writes a ``resources`` link into the working directory (a refused
 # study must write nothing) and costs the study's start-up time.
-ALLOWED_LAZY = {("drex_opt.run.warm", "drex_opt.run.train")}
+ALLOWED_LAZY = {("drex_opt.run.forkserver", "drex_opt.run.train")}
 
 
 def test_lazy_imports_of_our_modules_belong_to_the_cli():

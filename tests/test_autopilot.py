@@ -12,7 +12,7 @@ import pytest
 from drex_opt import autopilot
 from drex_opt.rules import config
 from drex_opt.rules import safety
-from drex_opt.run import metrics, runner
+from drex_opt.run import checkpoint, metrics, runner
 
 from cli_helpers import ROOT, run_cli
 
@@ -90,7 +90,11 @@ def test_resume_from_best_and_save_all(pilot):
     assert json.loads((proposals / "next_config.json").read_text()) == {}, "reset when the run starts"
     first = runs_of(pilot)[0]
     models = pilot / "autopilot" / "models"
-    assert {p.name for p in models.iterdir()} == {"best.pt", "latest.pt", f"{first.name}.pt"}
+    kept = {"best.pt", "latest.pt", f"{first.name}.pt"}
+    # Each checkpoint travels with its optimizer state and lineage (how far the drone has trained).
+    assert {p.name for p in models.iterdir()} == kept | {
+        p.replace(".pt", suffix) for p in kept for suffix in (".optimizer.pt", ".lineage.json")}
+    assert checkpoint.steps_seen(models / "best.pt") == json.loads((first / "summary.json").read_text())["agent_steps"]
     best = json.loads((pilot / "autopilot" / "runs" / "best.json").read_text())
     assert best["run_id"] == first.name
     (proposals / "next_config.json").write_text(json.dumps({"autopilot": {"resume_mode": "continue",

@@ -173,7 +173,7 @@ def test_notes_entry_is_plain_text_with_every_part():
             "trials": 5, "timesteps": 1000, "baseline": "quick", "states": {"COMPLETE": 4, "PRUNED": 1},
             "explanation": "trial 3 won", "versus_baseline": "+10 pts", "importances": [("gamma", 0.7)],
             "importance_target": "end-to-end", "changes": ["gamma 0.99 -> 0.995"], "next_step": "train it"}
-    text = notes.study_entry(info)
+    text = " ".join(notes.study_entry(info).split())  # lines wrap where they will
     for part in ("severity warning", "Can grip", "A theory.", "5 trials", "4 complete", "1 pruned",
                  "trial 3 won", "+10 pts", "gamma 0.70", "gamma 0.99 -> 0.995", "Next step: train it"):
         assert part in text, part

@@ -179,13 +179,15 @@ def write_summary(path: Path, **inputs) -> Path:
 
 def test_from_run_takes_focus_and_critical_means_diagnostic_budget(tmp_path):
     run = write_summary(tmp_path / "run", grip_attempts=0.0, hover_efficiency=0.0, collision_rate=0.0)
-    plan = planning.plan(planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db"))
+    plan = planning.plan(planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db",
+                                                from_scratch=True))
     assert plan.focus == "diagnostic_grip" and plan.severity == "critical"
     diag = spaces.load("diagnostic_grip").budget_for("quick")
     assert plan.timesteps == diag.timesteps
 
     run = write_summary(tmp_path / "carry", grip=0.6, deliv=0.05, grip_attempts=0.9, hover_efficiency=0.4)
-    plan = planning.plan(planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db"))
+    plan = planning.plan(planning.StudySettings(from_run=run, storage=f"sqlite:///{tmp_path}/s.db",
+                                                from_scratch=True))
     assert plan.focus == "improve_carrying" and plan.severity == "ok"
     assert plan.timesteps == spaces.load("improve_carrying").budget_for("quick").timesteps
     assert plan.study_name == "drex-improve_carrying-quick"

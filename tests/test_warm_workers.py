@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from drex_opt.run import runner
-from drex_opt.run.warm import WarmLauncher
+from drex_opt.run.forkserver import ForkLauncher
 
 from cli_helpers import no_training_process, start_cli, training_processes, wait_for_running_trial, wait_until
 
@@ -78,7 +78,7 @@ def test_a_warm_child_trains_with_the_callers_environment_and_reports_failures(t
     """The launcher through the runner: the same summary, events and environment as a cold child."""
     from drex_opt.rules import config
 
-    launch = WarmLauncher(threads=1)
+    launch = ForkLauncher(threads=1)
     cfg = config.resolve("quick", extra={"train": {"total_timesteps": 20000}})
     events = []
     result = runner.run_training(cfg, tmp_path / "run", launch=launch, on_event=events.append,

@@ -78,3 +78,44 @@ def from_summary(summary: Mapping[str, Any]) -> tuple[float, float, float]:
     if missing:
         raise ValueError(f"missing metrics: {', '.join(missing)}")
     return tuple(float(summary[name]) for name in OBJECTIVES)  # type: ignore[return-value]
+
+
+def baseline_trial(study):
+    """The study's completed reference trial (role :data:`BASELINE_ROLE`), or None."""
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("role") == BASELINE_ROLE and t.state.name == "COMPLETE":
+            return t
+    return None
+
+
+def versus_baseline(study, trial) -> dict | None:
+    """How ``trial`` compares with the study's baseline trial (None without one).
+
+    In a warm study the baseline trial is "continue the drone unchanged", the control every
+    other trial must beat. ``gain`` is trial minus baseline per objective (means where
+    repeated); ``beat`` says whether the trial ranks above it (the default ranking).
+    """
+    base = baseline_trial(study)
+    if base is None:
+        return None
+    mine, theirs = trial_means(study, trial), trial_means(study, base)
+    return {
+        "baseline_trial": base.number, "trial": trial.number,
+        "baseline": dict(zip(OBJECTIVES, theirs)), "values": dict(zip(OBJECTIVES, mine)),
+        "gain": {name: m - b for name, m, b in zip(OBJECTIVES, mine, theirs)},
+        "beat": trial.number != base.number and rank_key(mine) > rank_key(theirs),
+    }
+
+
+def describe_versus(versus: Mapping[str, Any] | None, control: str = "the baseline trial") -> str | None:
+    """One sentence for :func:`versus_baseline`'s result."""
+    if versus is None:
+        return None
+    b, gain = versus["baseline"], versus["gain"]
+    head = (f"{control} (trial {versus['baseline_trial']}) had grip {pct(b[OBJECTIVES[0]])}, delivery "
+            f"{pct(b[OBJECTIVES[1]])}, end-to-end {pct(b[OBJECTIVES[2]])}")
+    if versus["trial"] == versus["baseline_trial"]:
+        return f"{head}; it is the best trial itself: no change beat it at this budget"
+    verdict = "beats it" if versus["beat"] else "does not beat it"
+    return (f"{head}; the winner {verdict}: {100 * gain[OBJECTIVES[2]]:+.1f} pts end-to-end, "
+            f"{100 * gain[OBJECTIVES[1]]:+.1f} pts delivery, {100 * gain[OBJECTIVES[0]]:+.1f} pts grip")

@@ -50,7 +50,9 @@ _EXTENDED = ("grip_attempts", "delivery_attempts", "hover_efficiency", "collisio
 _LOSSES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance")
 _SUMMARY_MARKERS = (*OBJECTIVES, "metrics_extended", "behavioral_analysis", "trainer_summary")
 _TIMESTAMP_KEYS = ("timestamp", "finished_at", "started_at", "created_at")
-_EXTRA_KEYS = ("mean_reward", "episode_length", "status", "error", "SPS", "agent_steps")
+_EXTRA_KEYS = ("mean_reward", "episode_length", "status", "error", "SPS", "agent_steps", "drone_agent_steps")
+#: The autopilot's record of one iteration's compute, in its run folder (see run_history).
+COMPUTE_FILE = "compute.json"
 
 _DECODER = json.JSONDecoder()
 
@@ -384,6 +386,15 @@ def run_analysis(run: RunMetrics, recompute: bool = False) -> behavior.Effective
     return behavior.effective(run.existing_analysis, rules, recompute)
 
 
+def _compute_of(run: RunMetrics) -> dict | None:
+    folder = run.file.parent if run.file is not None else Path(run.path)
+    try:
+        data = json.loads((folder / COMPUTE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def run_history(runs: Sequence[RunMetrics], recompute: bool = False) -> list[dict]:
     """One row per run for ``drex-opt runs``, in the given order.
 
@@ -417,6 +428,9 @@ def run_history(runs: Sequence[RunMetrics], recompute: bool = False) -> list[dic
             "analysis_source": reading.source,
             "delta": delta,
             "disagreement": reading.disagreement,
+            # How far this drone has trained in all, and what the iteration cost (autopilot).
+            "drone_agent_steps": run.extra.get("drone_agent_steps"),
+            "compute": _compute_of(run),
         })
         previous = values
     return rows

@@ -1,6 +1,6 @@
 """What a warm training server imports once, so each forked run starts at once.
 
-Importing this module is its purpose (see :mod:`drex_opt.run.warm`): torch, the parts of
+Importing this module is its purpose (see :mod:`drex_opt.run.forkserver`): torch, the parts of
 it PuffeRL pulls in lazily on its first optimiser (``torch._dynamo``, ~1.8 s), PufferLib's
 trainer and vectorisation, and the built-in envs.
 """

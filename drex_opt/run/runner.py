@@ -25,6 +25,7 @@ from drex_opt.errors import UserError
 from drex_opt.jsonio import write_json_atomic
 from drex_opt.rules import config as run_config
 from drex_opt.rules import machine
+from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run import metrics
 from drex_opt.run.events import parse_event
 
@@ -104,7 +105,7 @@ Launcher = Callable[[list, dict], Child]
 
 
 def cold_launch(argv: list[str], env: dict) -> subprocess.Popen:
-    """A fresh interpreter: ``python -m drex_opt.run.train ARGV`` (see :mod:`drex_opt.run.warm`)."""
+    """A fresh interpreter: ``python -m drex_opt.run.train ARGV`` (see :mod:`drex_opt.run.forkserver`)."""
     return subprocess.Popen([sys.executable, "-m", "drex_opt.run.train", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             start_new_session=True, text=True, bufsize=1, errors="replace")
@@ -185,7 +186,7 @@ def run_training(
         cancel: when set (from another thread), the child is stopped and the run ends
             ``failed`` with error ``interrupted``.
         launch: how the child starts: a fresh interpreter (default) or a fork of a warm
-            server (:class:`drex_opt.run.warm.WarmLauncher`); the run is the same.
+            server (:class:`drex_opt.run.forkserver.ForkLauncher`); the run is the same.
 
     Returns:
         The :class:`TrainResult`; ``summary["status"]`` is ``completed``, ``failed``,
@@ -209,12 +210,12 @@ def run_training(
         _kill_group(proc)
         follower.close()
         follower.state.update(status="failed", error="interrupted")
-        _finish(run_dir, config, env_name, follower, summary_copy)
+        _finish(run_dir, config, env_name, follower, summary_copy, load_model)
         raise
     _kill_group(proc)
     follower.close()
     follower.conclude(proc.wait())
-    summary = _finish(run_dir, config, env_name, follower, summary_copy)
+    summary = _finish(run_dir, config, env_name, follower, summary_copy, load_model)
     return TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json",
                        history=follower.history)
 
@@ -305,8 +306,9 @@ class _Follower:
             fh.close()
 
 
-def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, summary_copy: Path | None) -> dict:
-    """Build and atomically write ``summary.json`` (and its copy)."""
+def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, summary_copy: Path | None,
+            load_model: str | Path | None = None) -> dict:
+    """Build and atomically write ``summary.json`` (and its copy), and the checkpoint's lineage."""
     state, history = follower.state, follower.history
     last = state["final"] or state["last"] or {}
     raw = {k: v for k, v in last.items() if k not in ("event", "checkpoint")}
@@ -314,6 +316,11 @@ def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, sum
     named = metrics.named_metrics(raw, status=state["status"], error=state["error"])
     analysis = named.pop("behavioral_analysis")
     checkpoint = (state["final"] or {}).get("checkpoint")
+    started_from = None if load_model is None else str(Path(load_model).resolve())
+    before = checkpoints.steps_seen(started_from)
+    agent_steps = last.get("agent_steps", 0)
+    if checkpoint and Path(checkpoint).is_file():
+        checkpoints.write_lineage(Path(checkpoint), agent_steps, started_from)
     summary = {
         "run_id": run_dir.name,
         "timestamp": follower.timestamp,
@@ -321,10 +328,16 @@ def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, sum
         "env": env_name,
         "status": state["status"],
         "error": state["error"],
-        "agent_steps": last.get("agent_steps", 0),
+        "agent_steps": agent_steps,
         "total_timesteps": config.get("train", {}).get("total_timesteps"),
         "wall_time_s": round(time.time() - follower.started, 3),
         "checkpoint": checkpoint,
+        # The drone's whole training: this run continued a checkpoint that had seen
+        # started_from_agent_steps (None: a checkpoint that does not say).
+        "started_from": started_from,
+        "started_from_agent_steps": before,
+        "drone_agent_steps": None if before is None else before + agent_steps,
+        "optimizer_state": state["start"].get("optimizer_state"),
         **named,
         "metrics": raw,
         "notes": state["start"].get("notes", []),
@@ -360,6 +373,31 @@ def check_env_name(env_name: str) -> None:
                 return
     raise UserError(f"unknown env {env_name!r}: use drone_pp or an environment of the installed PufferLib "
                     "(such as puffer_drone_delivery)")
+
+
+def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeout: float = 120.0) -> str | None:
+    """Why ``load_model`` cannot start a run of ``config`` on ``env_name`` (None: it fits).
+
+    Builds the run's env and policy in a child process (as a run would) and loads the
+    weights, so a study refuses a checkpoint before any trial trains.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="drex-check-") as tmp:
+        config_path = write_json_atomic(Path(tmp) / "config.json", config)
+        argv = ["--run-dir", tmp, "--env", env_name, "--config", str(config_path),
+                "--load-model", str(load_model), "--check-load"]
+        proc = cold_launch(argv, dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return f"checking checkpoint {load_model} took longer than {timeout:g} s"
+    events = [e for e in map(parse_event, (out or "").splitlines()) if e]
+    if proc.returncode == 0 and any(e.get("event") == "checked" for e in events):
+        return None
+    errors = [e["error"] for e in events if e.get("event") == "error" and e.get("error")]
+    return errors[-1] if errors else f"checking checkpoint {load_model} failed (exit code {proc.returncode})"
 
 
 @dataclass

@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 from drex_opt.envs import BUILTIN_ENV, drone_pp
+from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run.events import emit
 
 POLICY_HIDDEN = 128
@@ -198,15 +199,18 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
     warnings.filterwarnings("ignore", message=".*CUDA is not available.*autocast.*")
     seed = _seed_everything(config)
     trainer, cfg, notes, agents = _make_trainer(config, run_dir, env_name, load_model, seed)
+    optimizer_state = _load_optimizer(trainer, cfg, load_model) if load_model else None
     total = int(cfg["total_timesteps"])
     autopilot_env = {k: os.environ[k] for k in ("PUFFER_AUTOPILOT_RUN_DIR", "PUFFER_AUTOPILOT_RUN_ID",
                                                   "PUFFER_AUTOPILOT_SUMMARY") if k in os.environ}
     emit("start", env=env_name, agents=agents, batch_size=cfg["batch_size"],
-         total_timesteps=total, seed=seed, notes=notes, load_model=load_model, autopilot_env=autopilot_env)
+         total_timesteps=total, seed=seed, notes=notes, load_model=load_model, optimizer_state=optimizer_state,
+         autopilot_env=autopilot_env)
     last_logs, window, final = _train(trainer, total, seed)
     model_path = trainer.close()
-    checkpoint = run_dir / "model.pt"
+    checkpoint = run_dir / checkpoints.CHECKPOINT_NAME
     shutil.copy(model_path, checkpoint)
+    _save_optimizer(trainer, cfg, checkpoint)
     metrics = _progress(last_logs, trainer, final.means() or window.means())
     emit("final", checkpoint=str(checkpoint), **metrics)
     return 0
@@ -242,8 +246,7 @@ def _make_trainer(config: dict, run_dir: Path, env_name: str, load_model: str | 
     device = config["train"]["device"]
     policy = policy.to(device)
     if load_model:
-        state = torch.load(load_model, map_location=device)
-        policy.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
+        load_policy(policy, load_model, device, env_name)
     cfg = train_config(config, env_name, run_dir, vecenv.num_agents, notes)
     if cfg["total_timesteps"] < cfg["batch_size"]:
         # PufferLib's schedule divides by the number of batches: a run is at least one batch.
@@ -262,6 +265,83 @@ def _make_trainer(config: dict, run_dir: Path, env_name: str, load_model: str | 
         trainer.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(trainer.optimizer, T_max=trainer.total_epochs)
         cfg["optimizer"] = "adamw"
     return trainer, cfg, notes, vecenv.num_agents
+
+
+def load_policy(policy, path: str | Path, device: str, env_name: str) -> None:
+    """Load a checkpoint's weights into ``policy``; a file that does not fit says why.
+
+    The weights fit when every tensor has this policy's shape: on the built-in env the
+    per-agent observation and action spaces do not depend on the topology, so a drone
+    trained with other ``env``/``vec`` sizes continues fine.
+    """
+    import torch
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same refusal
+        raise TrainingFailed(f"checkpoint {path} cannot be read as PyTorch weights: {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise TrainingFailed(f"checkpoint {path} is not a policy state dict")
+    state = {k.replace("module.", ""): v for k, v in state.items()}
+    own = policy.state_dict()
+    problems = [f"{k} missing" for k in own if k not in state]
+    problems += [f"{k} is {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+                 for k, v in own.items() if k in state and state[k].shape != v.shape]
+    problems += [f"{k} is not in this policy" for k in state if k not in own]
+    if problems:
+        more = f"; {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise TrainingFailed(f"checkpoint {path} does not fit the {env_name} policy of this run (observation "
+                             f"or action spaces or policy size differ): {'; '.join(problems[:3])}{more}")
+    policy.load_state_dict(state)
+
+
+def _save_optimizer(trainer, cfg: dict, checkpoint: Path) -> None:
+    """The optimiser's state beside the checkpoint, for a run that continues this drone."""
+    import torch
+
+    torch.save({"optimizer": cfg["optimizer"], "state": trainer.optimizer.state_dict()},
+               checkpoints.optimizer_path(checkpoint))
+
+
+def _load_optimizer(trainer, cfg: dict, load_model: str | Path) -> str:
+    """Continue the checkpoint's optimiser state when this run uses the same optimiser.
+
+    The run's own hyperparameters win: the saved state brings the moments (Adam's running
+    averages of the gradients), never the old learning rate, which the schedule had annealed.
+    Returns ``"loaded"`` or ``"fresh: <why>"`` (recorded in the run's summary).
+    """
+    import torch
+
+    path = checkpoints.optimizer_path(load_model)
+    if not path.is_file():
+        return f"fresh: no optimizer state beside {Path(load_model).name}"
+    try:
+        saved = torch.load(path, map_location=cfg["device"], weights_only=False)
+        if saved.get("optimizer") != cfg["optimizer"]:
+            return f"fresh: the checkpoint's optimizer is {saved.get('optimizer')}, this run's {cfg['optimizer']}"
+        trainer.optimizer.load_state_dict(saved["state"])
+    except Exception as exc:  # noqa: BLE001 - a state that does not fit is a fresh start, recorded
+        return f"fresh: the saved optimizer state does not fit ({str(exc).splitlines()[0]})"
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = cfg["learning_rate"]
+        if "betas" in group:
+            group["betas"] = (cfg["adam_beta1"], cfg["adam_beta2"])
+        if "eps" in group:
+            group["eps"] = cfg["adam_eps"]
+    return "loaded"
+
+
+def check_load(config: dict, env_name: str, load_model: str) -> int:
+    """Build this run's env and policy and load ``load_model`` into it; train nothing."""
+    import torch  # noqa: F401 - imported before the env, as a run does
+
+    vecenv, policy, _ = build(config, env_name, int(config["train"]["seed"]))
+    try:
+        load_policy(policy, load_model, "cpu", env_name)
+    finally:
+        vecenv.close()
+    emit("checked", load_model=load_model)
+    return 0
 
 
 def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow]:
@@ -343,10 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--env", default=BUILTIN_ENV)
     parser.add_argument("--load-model", default=None)
+    parser.add_argument("--check-load", action="store_true", help="only check that --load-model fits the policy")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
     try:
         config = json.loads(Path(args.config).read_text())
+        if args.check_load:
+            return check_load(config, args.env, args.load_model)
         return run(config, run_dir, args.env, args.load_model)
     except TrainingFailed as exc:
         emit("error", error=str(exc))

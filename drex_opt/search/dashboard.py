@@ -84,6 +84,9 @@ def study_note(plan) -> str:
              f"- {plan.trials} trials planned by the first command ({plan.startup_trials} random start-up trials)",
              f"- {plan.repeats} extra seeds for the top Pareto trials",
              f"- baseline `{plan.baseline_name}`, environment `{plan.env}`, seed {plan.seed}"]
+    if plan.warm_start is not None:
+        seen = f" ({plan.warm_start_steps:,} agent steps trained)" if plan.warm_start_steps is not None else ""
+        lines.append(f"- every trial continues the drone in `{plan.warm_start}`{seen}; trial 0 continues it unchanged")
     reading = plan.reading
     if reading is not None:
         used = "stored in the run's summary" if reading.source == STORED else "drex-opt's rules"

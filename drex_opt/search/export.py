@@ -19,7 +19,7 @@ from drex_opt import notes as notes_mod
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_atomic, write_json_atomic
 from drex_opt.rules import config, safety
-from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, OBJECTIVES, RANKINGS, rank_key, trial_means
+from drex_opt.rules.objectives import LABELS, OBJECTIVES, RANKINGS, describe_versus, rank_key, trial_means, versus_baseline
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.importance import importances
 
@@ -44,6 +44,8 @@ class ExportResult:
     written: bool
     notes: str | None
     why: str | None = None  # the proposal's notes sidecar, when written
+    resume_from: str | None = None  # warm studies: the winner's checkpoint the next run continues
+    versus_baseline: dict | None = None  # the winner against the baseline trial (the control)
     info: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
@@ -90,6 +92,9 @@ def proposal_for(trial, study_baseline: dict, target_baseline: dict) -> dict:
     effective = safety.merge(study_baseline, used)
     for section, key in STUDY_ONLY_KEYS:
         effective[section][key] = target_baseline[section][key]
+    # Which drone the next run starts from is decided by the study's kind (resume_fields),
+    # never inherited from the run the study started from.
+    effective["autopilot"] = dict(target_baseline["autopilot"])
     relative = safety.overrides_relative(effective, target_baseline)
     sizes = safety.derive_batch_sizes(safety.merge(target_baseline, relative))
     relative.setdefault("train", {}).update(sizes)
@@ -106,24 +111,23 @@ def _top_importances(study) -> list[tuple[str, float]]:
     return [(name.split(".", 1)[-1], value) for name, value in ranked]
 
 
-def _baseline_trial(study):
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("role") == BASELINE_ROLE:
-            return t
-    return None
+def resume_fields(study, chosen) -> dict:
+    """``autopilot.resume_*`` keys that make the next run continue the winner's drone.
 
+    Only for a warm study: its trials continued the run's drone, so the winner's checkpoint
+    is the best drone there is. A scratch study's checkpoints have seen fewer steps than
+    the run they were meant to improve: the next run then starts as its baseline says.
 
-def _versus_baseline(study, chosen) -> str | None:
-    """How the winner compares with the study's baseline trial, in points per objective."""
-    base_trial = _baseline_trial(study)
-    if base_trial is None:
-        return None
-    if base_trial.number == chosen.number:
-        return "the baseline itself is the best trial: no change beats it at this budget"
-    m, b = trial_means(study, chosen), trial_means(study, base_trial)
-    return (f"trial {base_trial.number} had grip {b[0]:.1%}, delivery {b[1]:.1%}, end-to-end {b[2]:.1%}; "
-            f"the winner is {100 * (m[2] - b[2]):+.1f} pts end-to-end, {100 * (m[1] - b[1]):+.1f} pts "
-            f"delivery, {100 * (m[0] - b[0]):+.1f} pts grip")
+    Raises:
+        UserError: the winner's checkpoint is gone (its trial folder was removed).
+    """
+    if not study.user_attrs.get("warm_start"):
+        return {}
+    path = chosen.user_attrs.get("checkpoint")
+    if not path or not Path(path).is_file():
+        raise UserError(f"trial {chosen.number} is the winner of a warm study but its checkpoint "
+                        f"{path or '(none recorded)'} does not exist")
+    return {"autopilot": {"resume_mode": "continue", "resume_from": str(Path(path).resolve())}}
 
 
 def _changes(chosen, study_baseline: dict) -> list[str]:
@@ -156,7 +160,15 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
     study_baseline = config.load_baseline(path if path and Path(path).is_file() else attrs.get("baseline") or "quick")
     target = config.load_baseline(baseline) if baseline else study_baseline
     proposal = proposal_for(chosen, study_baseline, target)
+    resume = resume_fields(study, chosen)
+    if resume:
+        proposal = safety.merge(proposal, resume)
+        problems = safety.validate(proposal, target)
+        if problems:
+            raise UserError("the exported proposal would not validate: " + "; ".join(map(str, problems)))
     means = trial_means(study, chosen)
+    versus = versus_baseline(study, chosen)
+    warm = bool(attrs.get("warm_start"))
     states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
     default_next = (f"train the next run with {out} (drex-opt autopilot); if end-to-end stays low, run "
                     f"drex-opt study --from-run on that run to follow its new focus")
@@ -166,7 +178,11 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
         "theory": attrs.get("theory"), "analysis": attrs.get("analysis"),
         "trials": len(study.trials), "timesteps": attrs.get("timesteps") or 0,
         "baseline": attrs.get("baseline_label") or attrs.get("baseline"), "states": states,
-        "explanation": explanation, "versus_baseline": _versus_baseline(study, chosen),
+        "explanation": explanation,
+        "versus_baseline": describe_versus(versus, "continuing the drone unchanged" if warm else "the baseline trial"),
+        "warm_start": attrs.get("warm_start"), "warm_start_agent_steps": attrs.get("warm_start_agent_steps"),
+        "resume_from": (resume.get("autopilot") or {}).get("resume_from"),
+        "drone_agent_steps": chosen.user_attrs.get("drone_agent_steps"),
         "importances": _top_importances(study), "changes": _changes(chosen, study_baseline),
         "next_step": next_step or default_next,
     }
@@ -183,6 +199,7 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
         values=dict(zip(OBJECTIVES, means)), overrides=proposal, out=str(out), written=not dry_run,
         notes=None if notes_path is None else str(notes_path),
         why=None if dry_run else str(notes_mod.sidecar_path(out)), info=info,
+        resume_from=info["resume_from"], versus_baseline=versus,
     )
 
 

@@ -19,7 +19,7 @@ import optuna
 from drex_opt.errors import UserError
 from drex_opt.rules import behavior, config, machine
 from drex_opt.rules.objectives import best_trial
-from drex_opt.run import metrics, runner
+from drex_opt.run import checkpoint, metrics, runner
 from drex_opt.search import spaces
 from drex_opt.search import storage as storage_mod
 
@@ -36,7 +36,9 @@ class StudySettings:
     focus: str | None = None
     from_run: Path | None = None
     recompute: bool = False  # with from_run: drex-opt's rules decide, not the stored analysis
-    baseline: str = "quick"
+    baseline: str | None = None  # None: the from_run run's own config.json, else "quick"
+    from_scratch: bool = False  # with from_run: trials train fresh weights, not the run's drone
+    warm_start: Path | None = None  # the checkpoint every trial continues (default: from_run's)
     env: str = "drone_pp"
     storage: str | None = None
     study_name: str | None = None
@@ -48,7 +50,7 @@ class StudySettings:
     repeats: int | None = None
     trial_timeout: float | None = None
     early_stopping: bool = True
-    warm: bool = True
+    forked: bool = True  # trials fork from a preloaded server, else fresh interpreters
     studies_dir: Path = Path("studies")
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -79,7 +81,9 @@ class StudyPlan:
     early_stopping: bool
     studies_dir: Path
     command: list[str]
-    warm: bool = True  # trials fork from a warm server (drex_opt.run.warm), else fresh interpreters
+    forked: bool = True  # trials fork from a warm server (drex_opt.run.forkserver), else fresh interpreters
+    warm_start: Path | None = None  # the checkpoint every trial continues; None: fresh weights
+    warm_start_steps: int | None = None  # agent steps that drone has seen (None: it does not say)
     storage: optuna.storages.BaseStorage | None = None  # opened while planning, to fail early
     reading: behavior.EffectiveAnalysis | None = None  # from_run: the analysis used and the other one
 
@@ -125,19 +129,27 @@ def plan(settings: StudySettings) -> StudyPlan:
     if settings.timesteps is not None and settings.timesteps > 1_000_000_000:
         raise UserError(f"--timesteps {settings.timesteps} is above the maximum 1000000000")
     runner.check_env_name(settings.env)
-    baseline = config.load_baseline(settings.baseline)
+    baseline_name = settings.baseline or _run_config(settings.from_run) or "quick"
+    baseline = config.load_baseline(baseline_name)
     machine.check_here(baseline)  # every trial trains here, on the baseline's device and topology
-    label, budget_name = baseline_label(settings.baseline, baseline)
+    label, budget_name = baseline_label(baseline_name, baseline)
+    warm_start = _warm_start(settings, baseline)
     url = storage_mod.storage_url(settings.storage)
     storage = storage_mod.open_storage(url)
-    study_name = settings.study_name or default_study_name(focus, label, settings.env)
+    study_name = settings.study_name or default_study_name(focus, label, settings.env, warm_start is not None)
 
     space = spaces.load(focus)
+    if warm_start is not None:
+        # A drone that already flies: ranges around its configuration, a continuation's budget.
+        space = spaces.for_warm_start(space, baseline)
     space_focus = focus
     # The budget is the focus's own, read before "continue" borrows another focus's params.
-    budget = space.budget_for(budget_name, severity)
+    budget = space.budget_for(budget_name, None if warm_start is not None else severity)
+    if warm_start is not None and severity == "critical":
+        # A critical drone gets the diagnostic focus's short budget; continuing one, its warm budget.
+        budget = spaces.for_warm_start(spaces.load(spaces.DIAGNOSTIC_FOCUS), baseline).budget_for(budget_name)
     if space.inherit:
-        space, space_focus = _continue_space(storage, label, settings.env, baseline)
+        space, space_focus = _continue_space(storage, label, settings.env, baseline, warm_start is not None)
     seed = settings.seed if settings.seed is not None else int(baseline["train"]["seed"])
     if not 0 <= seed <= 2_147_483_647:
         raise UserError(f"--seed {seed} is outside 0..2147483647")
@@ -145,17 +157,52 @@ def plan(settings: StudySettings) -> StudyPlan:
     return StudyPlan(
         focus=focus, severity=severity, insights=insights, space=space, space_focus=space_focus,
         from_run=None if settings.from_run is None else Path(settings.from_run).resolve(),
-        baseline_name=settings.baseline, baseline=baseline, study_name=study_name, storage_url=url,
+        baseline_name=baseline_name, baseline=baseline, study_name=study_name, storage_url=url,
         env=settings.env, timesteps=timesteps, trials=settings.trials or budget.trials,
         startup_trials=budget.startup_trials,
         repeats=budget.repeats if settings.repeats is None else settings.repeats, seed=seed,
         jobs=settings.jobs, timeout=settings.timeout,
         trial_timeout=settings.trial_timeout or TRIAL_TIMEOUT_BASE_S + timesteps / TRIAL_TIMEOUT_MIN_SPS,
-        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir), warm=settings.warm,
+        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir), forked=settings.forked,
+        warm_start=warm_start, warm_start_steps=checkpoint.steps_seen(warm_start) if warm_start else None,
         # Stored on the study and shown on the dashboard: never with a password in it.
         command=storage_mod.redact_command(settings.command),
         storage=storage, reading=reading,
     )
+
+
+def _run_config(from_run: Path | None) -> str | None:
+    """A run folder's ``config.json``: a study of a run searches around the run's own configuration."""
+    if from_run is None:
+        return None
+    folder = Path(from_run) if Path(from_run).is_dir() else Path(from_run).parent
+    path = folder / "config.json"
+    return str(path) if path.is_file() else None
+
+
+def _warm_start(settings: StudySettings, baseline: dict) -> Path | None:
+    """The checkpoint the trials continue: ``--warm-start``, else the ``--from-run`` run's
+    (unless ``--from-scratch``), else none. It must load into the baseline's policy.
+
+    Raises:
+        UserError: conflicting options, a missing checkpoint (the message names the file)
+            or one that does not fit the policy.
+    """
+    if settings.from_scratch and settings.warm_start is not None:
+        raise UserError("give --from-scratch or --warm-start, not both")
+    if settings.warm_start is not None:
+        path = Path(settings.warm_start)
+        if not path.is_file():
+            raise UserError(f"--warm-start: checkpoint not found: {path}")
+        path = path.resolve()
+    elif settings.from_run is not None and not settings.from_scratch:
+        path = checkpoint.of_run(settings.from_run)
+    else:
+        return None
+    problem = runner.check_checkpoint(baseline, settings.env, path)
+    if problem:
+        raise UserError(f"cannot warm-start from {path}: {problem}")
+    return path
 
 
 def _focus_of_run(from_run: Path, recompute: bool) -> tuple[behavior.EffectiveAnalysis, str]:
@@ -180,18 +227,20 @@ def _focus_of_run(from_run: Path, recompute: bool) -> tuple[behavior.EffectiveAn
                     f"space; {advice} (foci: {', '.join(spaces.FOCI)})")
 
 
-def default_study_name(focus: str, baseline_label: str, env: str) -> str:
-    """Stable per (focus, baseline, env): the same command resumes the same study."""
-    name = f"drex-{focus}-{baseline_label}"
+def default_study_name(focus: str, baseline_label: str, env: str, warm: bool = False) -> str:
+    """Stable per (focus, baseline, env, warm or scratch): the same command resumes the same
+    study, and trials that continue a drone never mix with trials from fresh weights."""
+    name = f"drex-{focus}-{baseline_label}" + ("-warm" if warm else "")
     return name if env == "drone_pp" else f"{name}-{env}"
 
 
-def _continue_space(storage, label: str, env: str, baseline: dict):
+def _continue_space(storage, label: str, env: str, baseline: dict, warm: bool):
     """``continue``: the most recent other focus's space, narrowed around its best trial.
 
     Without such a study (a first run that already looks fine), the broadest space,
     ``optimize_performance``, narrowed around the baseline itself: small moves from the
-    best configuration known, which is the baseline.
+    best configuration known, which is the baseline. A warm study continues the drone of
+    ``baseline``: that focus's warm ranges around ``baseline`` are already narrow.
     """
     candidates = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
@@ -204,6 +253,10 @@ def _continue_space(storage, label: str, env: str, baseline: dict):
         study = optuna.load_study(study_name=name, storage=storage)
         best = best_trial(study)
         if best is not None:
+            if warm:
+                return spaces.for_warm_start(spaces.load(focus), baseline), focus
             center = best.user_attrs.get("overrides") or {}
             return spaces.narrow(spaces.load(focus), center), focus
+    if warm:
+        return spaces.for_warm_start(spaces.load("optimize_performance"), baseline), "optimize_performance"
     return spaces.narrow(spaces.load("optimize_performance"), baseline), "optimize_performance"

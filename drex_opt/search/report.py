@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from drex_opt.errors import UserError
-from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, rank_key, trial_means
+from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means, versus_baseline
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.importance import importances
 
@@ -54,6 +54,8 @@ class Report:
     importances: dict  # objective -> {param: importance}, or {} when not computed
     importance_note: str | None
     pareto: list[int] = field(default_factory=list)
+    warm_start: str | None = None  # the checkpoint the trials continued; None: fresh weights
+    versus_baseline: dict | None = None  # the best trial against the baseline trial (the control)
     # The completed trials themselves, for the pictures; not part of --json.
     trials: list = field(default_factory=list, repr=False)
 
@@ -109,5 +111,6 @@ def build(storage: str | None = None, study_name: str | None = None, out: str | 
         focus=attrs.get("focus"), theory=attrs.get("theory"), timesteps=attrs.get("timesteps"),
         trials_planned=attrs.get("trials_planned"), states=states, completed=len(completed),
         top=top_trials(study, completed, top_n), importances=imps, importance_note=note, pareto=pareto,
-        trials=completed,
+        trials=completed, warm_start=attrs.get("warm_start"),
+        versus_baseline=None if best_trial(study) is None else versus_baseline(study, best_trial(study)),
     )

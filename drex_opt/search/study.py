@@ -25,9 +25,9 @@ from optuna.samplers import TPESampler
 from drex_opt import __version__
 from drex_opt.errors import UserError
 from drex_opt.rules import behavior, config, safety
-from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means
+from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means, versus_baseline
 from drex_opt.run import runner
-from drex_opt.run.warm import WarmLauncher
+from drex_opt.run.forkserver import ForkLauncher
 from drex_opt.search import dashboard
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.monitor import StudyMonitor
@@ -63,6 +63,12 @@ def _create_or_load(plan: StudyPlan):
         created = False
     if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE] * 3:
         raise UserError(f"study {plan.study_name!r} exists with other objectives; choose another --study-name")
+    warm_start = None if plan.warm_start is None else str(plan.warm_start)
+    if not created and study.user_attrs.get("warm_start") != warm_start:
+        # Trials that continue one drone are not comparable with trials of another or of none.
+        had = study.user_attrs.get("warm_start") or "fresh weights"
+        raise UserError(f"study {plan.study_name!r} exists with trials starting from {had}, not "
+                        f"{warm_start or 'fresh weights'}; choose another --study-name")
     if created:
         with warnings.catch_warnings():  # metric names are marked experimental; relied on knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -77,6 +83,9 @@ def _create_or_load(plan: StudyPlan):
             "baseline_label": baseline_label(plan.baseline_name, plan.baseline)[0], "env": plan.env,
             "timesteps": plan.timesteps, "trials_planned": plan.trials, "severity": plan.severity,
             "command": " ".join(plan.command), "objectives": list(OBJECTIVES),
+            # Trials continue this drone (None: fresh weights); trial 0 continues it unchanged.
+            "warm_start": warm_start,
+            "warm_start_agent_steps": plan.warm_start_steps,
             **analysis_attrs(plan),
         }.items():
             study.set_user_attr(key, value)
@@ -130,6 +139,8 @@ class StudyResult:
     interrupted: bool
     stale_failed: list
     analysis_source: str | None = None  # --from-run: stored or rules; None with --focus
+    warm_start: str | None = None  # the checkpoint the trials continued; None: fresh weights
+    versus_baseline: dict | None = None  # the best trial against the baseline trial (the control)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -142,9 +153,9 @@ def run(plan: StudyPlan, monitor: StudyMonitor | None = None) -> StudyResult:
     ``interrupted`` set; the study can be resumed by running the same command again.
     """
     launch: runner.Launcher = runner.cold_launch
-    if plan.warm:
+    if plan.forked:
         # Trials fork from a warm server; it imports torch and PufferLib while the study opens.
-        launch = WarmLauncher(plan.threads_per_trial())
+        launch = ForkLauncher(plan.threads_per_trial())
         launch.warm_up()
     study, created = _create_or_load(plan)
     noting = _note_meanwhile(study, plan) if created else None
@@ -270,7 +281,7 @@ def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyM
         seed = (plan.seed + 7919 * k + trial.number) % 2_147_483_647
         cfg = safety.merge(plan.baseline, safety.merge(overrides, {"train": {"seed": seed}}))
         run_dir = plan.studies_dir / plan.study_name / f"trial-{trial.number}-seed-{seed}"
-        res = runner.run_training(cfg, run_dir, plan.env, timeout=plan.trial_timeout,
+        res = runner.run_training(cfg, run_dir, plan.env, timeout=plan.trial_timeout, load_model=plan.warm_start,
                                   threads=plan.threads_per_trial(), cancel=cancel, launch=launch)
         s = res.summary
         values = [s.get(name) for name in OBJECTIVES]
@@ -312,4 +323,6 @@ def summarize(study, plan: StudyPlan, trials_run: int, repeats: dict, interrupte
                                         "params": best.params},
         repeats={str(k): v for k, v in repeats.items()}, interrupted=interrupted, stale_failed=stale,
         analysis_source=None if plan.reading is None else plan.reading.source,
+        warm_start=None if plan.warm_start is None else str(plan.warm_start),
+        versus_baseline=None if best is None else versus_baseline(study, best),
     )

@@ -127,6 +127,7 @@ class TrialRunner:
                 self.monitor.progress(trial.number, event)
 
         result = runner.run_training(cfg, run_dir, plan.env, timeout=plan.trial_timeout, on_event=on_event,
+                                     load_model=plan.warm_start,
                                      stop_rule=stop_rule, threads=plan.threads_per_trial(), cancel=self.cancel,
                                      launch=self.launch)
         s = result.summary
@@ -135,6 +136,9 @@ class TrialRunner:
         for key, value in {
             "status": s["status"], "agent_steps": s.get("agent_steps"), "wall_time_s": s.get("wall_time_s"),
             "sps": ext.get("SPS"), "checkpoint": s.get("checkpoint"),
+            # Where this drone came from and how far it has trained in all.
+            "warm_start": s.get("started_from"), "drone_agent_steps": s.get("drone_agent_steps"),
+            "optimizer_state": s.get("optimizer_state"),
             "behavioral_analysis": {k: analysis.get(k) for k in ("severity", "next_focus", "insights")},
             "curve": curve_of(result.history, plan.timesteps),
         }.items():

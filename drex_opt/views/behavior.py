@@ -138,6 +138,13 @@ def print_runs(rows: Sequence[Mapping[str, Any]], directory: Path, recompute: bo
         table.add_column(header, justify="right", no_wrap=True)
     table.add_column("severity", no_wrap=True)
     table.add_column("focus", no_wrap=True)
+    # Step columns only where some run has them (drex-opt's own runs; autopilot iterations).
+    steps = any(row.get("drone_agent_steps") is not None for row in rows)
+    compute = any(row.get("compute") for row in rows)
+    if steps:
+        table.add_column("drone steps", justify="right", no_wrap=True)
+    if compute:
+        table.add_column("compute\nrun + study = loop", justify="right", no_wrap=True)
     for row in rows:
         marker = " *" if row["disagreement"] else ""
         table.add_row(
@@ -145,6 +152,8 @@ def print_runs(rows: Sequence[Mapping[str, Any]], directory: Path, recompute: bo
             *(_rate(row[name], row["delta"][name]) for name in ("grip_success", "delivery_success", "end_to_end_success")),
             _severity(row["severity"]),
             escape(str(row["next_focus"])),
+            *([_steps(row.get("drone_agent_steps"))] if steps else []),
+            *([_compute(row.get("compute"))] if compute else []),
         )
     console.print(table)
     if not rows:
@@ -154,6 +163,19 @@ def print_runs(rows: Sequence[Mapping[str, Any]], directory: Path, recompute: bo
                  else "the stored one is shown; --recompute shows the rules'")
         console.print(f"[dim]* the analysis stored in that summary differs from drex-opt's rules; {shown} "
                       "(see drex-opt analyze).[/]")
+
+
+def _steps(n: Any) -> str:
+    if not isinstance(n, (int, float)) or isinstance(n, bool):
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 100_000 else f"{int(n):,}"
+
+
+def _compute(c: Mapping[str, Any] | None) -> str:
+    """An autopilot iteration's agent steps: its run, its study, the loop so far."""
+    if not c:
+        return "-"
+    return f"{_steps(c.get('run_agent_steps'))} + {_steps(c.get('study_agent_steps'))} = {_steps(c.get('loop_agent_steps'))}"
 
 
 def print_skipped(skipped: Sequence[tuple[Path, str]]) -> None:

@@ -90,6 +90,10 @@ def print_export(result) -> None:
     out = Console()
     verb = "wrote" if result.written else "dry run, nothing written:"
     out.print(f"[bold]{result.study_name}[/]: {result.explanation}")
+    if result.info.get("versus_baseline"):
+        out.print(f"against the control: {result.info['versus_baseline']}")
+    if result.resume_from:
+        out.print(f"the next run continues the winner's drone: {result.resume_from}")
     out.print(f"{verb} {result.out}" + (f" and its notes {result.why}" if result.why else "")
               + (f"; notes appended to {result.notes}" if result.notes else ""))
     out.print_json(json.dumps(result.overrides))
@@ -108,4 +112,9 @@ def print_autopilot_result(result) -> None:
         out.print(f"next proposal: {result.export['explanation']} -> {result.export['out']}")
     for problem in result.problems:
         out.print(f"[yellow]{problem}[/]")
+    c = result.compute
+    if c:
+        budget = f" of {c['budget']:,}" if c.get("budget") else ""
+        out.print(f"agent steps: run {c['run_agent_steps']:,} + study {c['study_agent_steps']:,}; "
+                  f"loop {c['loop_agent_steps']:,}{budget}")
     out.print(f"notes: {result.note}")

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_atomic
-from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, pct
+from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, describe_versus, pct
 from drex_opt.rules.objectives import LABELS as _LABELS
 from drex_opt.search.report import Report
 
@@ -170,7 +170,13 @@ def markdown(report: Report, images: dict) -> str:
         lines.append(f"- budget: {report.timesteps:,} agent steps per trial, "
                      f"{report.trials_planned or '-'} trials planned by the first command")
     lines += [f"- trials: {total} ({states})",
-              f"- Pareto front: trials {', '.join(map(str, report.pareto)) or '-'}", ""]
+              f"- Pareto front: trials {', '.join(map(str, report.pareto)) or '-'}"]
+    if report.warm_start:
+        lines.append(f"- every trial continued the drone in `{report.warm_start}`; the baseline trial continued it unchanged")
+    versus = describe_versus(report.versus_baseline, _control(report))
+    if versus:
+        lines.append(f"- against the control: {versus}")
+    lines.append("")
     if report.theory:
         lines += ["## Theory", ""] + [f"> {line}" if line.strip() else ">" for line in report.theory.splitlines()]
         lines.append("")
@@ -207,6 +213,10 @@ def markdown(report: Report, images: dict) -> str:
     if report.importance_note:
         lines += [report.importance_note]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _control(report: Report) -> str:
+    return "continuing unchanged" if report.warm_start else "the baseline trial"
 
 
 def write_files(report: Report) -> dict:
@@ -254,6 +264,9 @@ def print_report(report: Report) -> None:
         table.add_row(trial, *cells, f"{a.get('severity') or '-'} →\n{a.get('next_focus') or '-'}",
                       _params_line(top.params))
     out.print(table)
+    versus = describe_versus(report.versus_baseline, _control(report))
+    if versus:
+        out.print(f"against the control: {versus}")
     if report.importance_note:
         out.print(report.importance_note)
     for key, path in report.files.items():

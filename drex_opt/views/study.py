@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from drex_opt.rules.objectives import OBJECTIVES, pct
+from drex_opt.rules.objectives import OBJECTIVES, describe_versus, pct
 from drex_opt.search.monitor import StudyMonitor
 from drex_opt.search.study import StudyResult
 
@@ -87,11 +87,16 @@ def print_result(result: StudyResult) -> None:
         table.add_column(name.replace("_success", ""), justify="right")
     table.add_column("params")
     for p in r.pareto:
-        label = f"{p['number']}{' (baseline)' if p['baseline'] else ''}"
+        label = f"{p['number']}{(' (unchanged)' if r.warm_start else ' (baseline)') if p['baseline'] else ''}"
         params = ", ".join(f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                            for k, v in p["params"].items())
         table.add_row(label, *[pct(p["means"][n]) for n in OBJECTIVES], params)
     out.print(table)
+    if r.warm_start:
+        out.print(f"every trial continued the drone in {r.warm_start}; trial 0 continued it unchanged")
+    sentence = describe_versus(r.versus_baseline, "continuing unchanged" if r.warm_start else "the baseline trial")
+    if sentence:
+        out.print(sentence)
     if r.best:
         out.print(f"best (end-to-end, then delivery, then grip): trial {r.best['number']}; "
                   f"export it with [bold]drex-opt export --study-name {r.study_name}[/]")

@@ -3,7 +3,7 @@ that has already imported torch, PufferLib and the envs.
 
 A cold training child spends ~2.7 s importing (torch's optimiser alone pulls in
 ``torch._dynamo``) before it steps an env; a study of short trials would spend most of its
-time there. :class:`WarmLauncher` starts one ``multiprocessing`` forkserver with those
+time there. :class:`ForkLauncher` starts one ``multiprocessing`` forkserver with those
 modules preloaded; every run is then a fresh fork of it, so isolation is unchanged:
 
 - the child makes itself a process-group leader, so a timeout, an early stop or Ctrl-C
@@ -71,7 +71,7 @@ def _child_main(writer, argv: list[str], env: dict, cwd: str) -> None:
         os._exit(code)  # PufferLib's utilisation thread would keep the process alive
 
 
-class WarmChild:
+class ForkedChild:
     """A forked training child with the parts of ``subprocess.Popen`` the runner uses."""
 
     def __init__(self, process, stdout: IO[str]) -> None:
@@ -90,7 +90,7 @@ class WarmChild:
         return code
 
 
-class WarmLauncher:
+class ForkLauncher:
     """Starts training children from a preloaded forkserver (see the module docstring).
 
     Args:
@@ -126,4 +126,4 @@ class WarmLauncher:
             writer.close()
         stdout = os.fdopen(os.dup(reader.fileno()), "r", encoding="utf-8", errors="replace")
         reader.close()
-        return WarmChild(process, stdout)
+        return ForkedChild(process, stdout)

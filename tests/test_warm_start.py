@@ -1,0 +1,321 @@
+"""Warm-started studies: trials continue the diagnosed run's drone, trial 0 unchanged, the
+winner's checkpoint is the next run's start, and the loop keeps to its budget."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from drex_opt.errors import UserError
+from drex_opt.rules import config, safety
+from drex_opt.run import checkpoint, runner
+from drex_opt.search import planning, study as study_mod
+
+from cli_helpers import ROOT, one_line_error, run_cli
+
+# Long enough for the drone to learn something (grips) on the quick baseline.
+RUN_STEPS = 700_000
+TRIAL_STEPS = 120_000
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    out = []
+    for line in (Path(run_dir) / "train.log").read_text().splitlines():
+        if line.startswith("@drex ") and f'"event": "{kind}"' in line:
+            out.append(json.loads(line[6:]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A quick-baseline run of RUN_STEPS: a drone that grips now and then."""
+    root = tmp_path_factory.mktemp("run")
+    proc = run_cli("train", "--timesteps", str(RUN_STEPS), "--run-dir", str(root / "run"), "--json", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["grip_success"] > 0.05, "the fixture's drone should have learned to grip a little"
+    return root / "run"
+
+
+def copy_run(run: Path, where: Path) -> Path:
+    shutil.copytree(run, where)
+    return where
+
+
+# ---------------------------------------------------------------- the run layer
+@pytest.mark.slow
+def test_a_continued_run_keeps_the_drones_steps_and_optimizer(trained_run, tmp_path):
+    proc = run_cli("train", "--config", str(trained_run / "config.json"), "--load-model-path",
+                   str(trained_run / "model.pt"), "--timesteps", "50000", "--run-dir", str(tmp_path / "next"),
+                   "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    before = json.loads((trained_run / "summary.json").read_text())["agent_steps"]
+    assert s["started_from"] == str((trained_run / "model.pt").resolve())
+    assert s["started_from_agent_steps"] == before
+    assert s["drone_agent_steps"] == before + s["agent_steps"]
+    assert s["optimizer_state"] == "loaded"
+    assert checkpoint.steps_seen(tmp_path / "next" / "model.pt") == s["drone_agent_steps"]
+    assert checkpoint.optimizer_path(tmp_path / "next" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_another_optimizer_starts_fresh_and_says_why(trained_run, tmp_path):
+    (tmp_path / "o.json").write_text(json.dumps({"train": {"optimizer": "adamw"}}))
+    proc = run_cli("train", "--config", str(trained_run / "config.json"), "--override", str(tmp_path / "o.json"),
+                   "--load-model-path", str(trained_run / "model.pt"), "--timesteps", "20000",
+                   "--run-dir", str(tmp_path / "next"), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads(proc.stdout)["optimizer_state"]
+    assert state.startswith("fresh:") and "adamw" in state
+
+
+def test_a_checkpoint_without_lineage_has_unknown_steps(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"")
+    assert checkpoint.steps_seen(tmp_path / "x.pt") is None
+    assert checkpoint.steps_seen(None) == 0
+    lineage = checkpoint.write_lineage(tmp_path / "y.pt", 100, tmp_path / "x.pt")
+    assert "agent_steps" not in lineage and checkpoint.steps_seen(tmp_path / "y.pt") is None
+
+
+def test_copy_carries_the_sidecars_and_drops_stale_ones(tmp_path):
+    src, dst = tmp_path / "a" / "model.pt", tmp_path / "best.pt"
+    src.parent.mkdir()
+    src.write_bytes(b"w")
+    checkpoint.write_lineage(src, 10, None)
+    checkpoint.optimizer_path(dst).write_bytes(b"old")
+    checkpoint.copy(src, dst)
+    assert dst.read_bytes() == b"w" and checkpoint.steps_seen(dst) == 10
+    assert not checkpoint.optimizer_path(dst).exists(), "an older drone's optimizer state must not stay"
+
+
+# ---------------------------------------------------------------- refusals before anything runs
+def fabricated_run(where: Path) -> Path:
+    """A run folder whose summary says "grips but does not deliver", without a checkpoint."""
+    where.mkdir(parents=True)
+    (where / "summary.json").write_text(json.dumps({
+        "grip_success": 0.4, "delivery_success": 0.02, "end_to_end_success": 0.0,
+        "metrics_extended": {"grip_attempts": 0.9, "hover_efficiency": 0.5, "collision_rate": 0.0}}))
+    return where
+
+
+def test_from_run_without_checkpoint_names_the_file(tmp_path):
+    run = fabricated_run(tmp_path / "run")
+    db = tmp_path / "s.db"
+    proc = run_cli("study", "--from-run", str(run), "--storage", f"sqlite:///{db}", cwd=tmp_path, timeout=120)
+    one_line_error(proc, str(run / "model.pt"), "--from-scratch")
+    assert not db.exists() and not (tmp_path / "studies").exists()
+    plan = planning.plan(planning.StudySettings(from_run=run, from_scratch=True, storage=f"sqlite:///{db}"))
+    assert plan.warm_start is None and plan.focus == "improve_carrying"
+
+
+def test_from_scratch_and_warm_start_conflict(tmp_path):
+    with pytest.raises(UserError, match="not both"):
+        planning.plan(planning.StudySettings(focus="improve_grip", from_scratch=True, warm_start=tmp_path / "x.pt",
+                                             storage=f"sqlite:///{tmp_path}/s.db"))
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("missing", "checkpoint not found"),
+    ("garbage", "cannot be read"),
+    ("other policy", "does not fit"),
+])
+def test_bad_warm_start_is_refused_before_anything_runs(tmp_path, content, fragment):
+    path = tmp_path / "w.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif content == "other policy":
+        torch.save({"encoder.weight": torch.zeros(4, 5)}, path)
+    db = tmp_path / "s.db"
+    proc = run_cli("study", "--focus", "improve_grip", "--warm-start", str(path), "--storage", f"sqlite:///{db}",
+                   cwd=tmp_path, timeout=120)
+    one_line_error(proc, fragment)
+    assert not db.exists() and not (tmp_path / "studies").exists()
+
+
+# ---------------------------------------------------------------- warm studies through the real CLI
+@pytest.mark.slow
+def test_warm_study_continues_the_run_and_trial_0_is_continue_unchanged(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    url = f"sqlite:///{tmp_path}/s.db"
+    common = ["--timesteps", str(TRIAL_STEPS), "--storage", url, "--seed", "3", "--no-early-stopping", "--json"]
+    warm = run_cli("study", "--from-run", str(run), "--trials", "3", "--study-name", "warm", *common, cwd=tmp_path)
+    assert warm.returncode == 0, warm.stderr
+    scratch = run_cli("study", "--from-run", str(run), "--from-scratch", "--trials", "1", "--study-name", "scratch",
+                      *common, cwd=tmp_path)
+    assert scratch.returncode == 0, scratch.stderr
+    result = json.loads(warm.stdout)
+    ckpt = str((run / "model.pt").resolve())
+    assert result["warm_start"] == ckpt and json.loads(scratch.stdout)["warm_start"] is None
+
+    study = optuna.load_study(study_name="warm", storage=url)
+    run_summary = json.loads((run / "summary.json").read_text())
+    assert study.user_attrs["warm_start"] == ckpt
+    assert study.user_attrs["warm_start_agent_steps"] == run_summary["agent_steps"]
+    run_config = json.loads((run / "config.json").read_text())
+    for t in study.get_trials():
+        assert t.state == TrialState.COMPLETE, t.user_attrs
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert events(run_dir, "start")[0]["load_model"] == ckpt
+        assert t.user_attrs["warm_start"] == ckpt
+        assert t.user_attrs["drone_agent_steps"] == run_summary["agent_steps"] + t.user_attrs["agent_steps"]
+        assert t.user_attrs["optimizer_state"] == "loaded"
+    # Trial 0 is the run's own configuration, continued for the trial's budget: the control.
+    zero = study.trials[0]
+    assert zero.user_attrs["role"] == "baseline"
+    trained = json.loads((Path(zero.user_attrs["run_dir"]) / "config.json").read_text())
+    expected = safety.merge(run_config, {"train": {"total_timesteps": TRIAL_STEPS, "seed": 3}})
+    assert trained == expected
+    # The study's JSON says how the best trial did against that control.
+    versus = result["versus_baseline"]
+    assert versus["baseline_trial"] == 0 and versus["trial"] == result["best"]["number"]
+    assert versus["gain"]["end_to_end_success"] == pytest.approx(
+        result["best"]["values"]["end_to_end_success"] - versus["baseline"]["end_to_end_success"])
+
+    # A warm trial starts where the run left off; a scratch trial starts from nothing. A short
+    # trial may end before its first progress report: then its final report is its first.
+    def first_grip(run_dir: str) -> float:
+        reports = [e for kind in ("progress", "final") for e in events(Path(run_dir), kind)
+                   if "environment/perfect_grip" in e]
+        return reports[0]["environment/perfect_grip"]
+
+    scratch_trial = optuna.load_study(study_name="scratch", storage=url).trials[0]
+    assert "warm_start" in scratch_trial.user_attrs and scratch_trial.user_attrs["warm_start"] is None
+    assert first_grip(zero.user_attrs["run_dir"]) > first_grip(scratch_trial.user_attrs["run_dir"])
+
+    # Export: the winner's values and its checkpoint, so the next run continues that drone.
+    out = tmp_path / "autopilot" / "proposals" / "next_config.json"
+    exported = run_cli("export", "--study-name", "warm", "--storage", url, "--out", str(out), "--json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    e = json.loads(exported.stdout)
+    winner = study.trials[e["trial"]]
+    proposal = json.loads(out.read_text())
+    assert proposal["autopilot"] == {"resume_mode": "continue",
+                                     "resume_from": str(Path(winner.user_attrs["checkpoint"]).resolve())}
+    assert e["resume_from"] == proposal["autopilot"]["resume_from"]
+    assert safety.validate(proposal, config.load_baseline("quick")) == []
+    note = " ".join((out.parent / "next_config.notes.md").read_text().split())
+    assert "continuing the drone unchanged" in note and proposal["autopilot"]["resume_from"] in note
+    # A scratch study's export leaves the next run's start to its baseline.
+    plain = run_cli("export", "--study-name", "scratch", "--storage", url, "--dry-run", "--json", cwd=tmp_path)
+    assert "autopilot" not in json.loads(plain.stdout)["overrides"]
+    # report --json carries the same comparison.
+    report = run_cli("report", "--study-name", "warm", "--storage", url, "--out", str(tmp_path / "rep"), "--json",
+                     cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["versus_baseline"]["baseline_trial"] == 0
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_stops_fitting_fails_the_trials_not_the_study(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path / "run")
+    plan = planning.plan(planning.StudySettings(from_run=run, trials=2, timesteps=50_000, early_stopping=False,
+                                                storage=f"sqlite:///{tmp_path}/s.db", studies_dir=tmp_path / "st"))
+    assert plan.warm_start == (run / "model.pt").resolve()
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, run / "model.pt")  # replaced after planning
+    result = study_mod.run(plan)
+    assert result.states == {"FAIL": 2} and not result.interrupted
+    study = optuna.load_study(study_name=plan.study_name, storage=plan.storage_url)
+    for t in study.trials:
+        assert "does not fit" in t.user_attrs["fail_reason"]
+
+
+# ---------------------------------------------------------------- the loop as generations
+@pytest.fixture
+def pilot(tmp_path):
+    (tmp_path / "autopilot" / "configs").mkdir(parents=True)
+    for name in ("baseline_quick.json", "baseline_full.json"):
+        shutil.copy(ROOT / "autopilot" / "configs" / name, tmp_path / "autopilot" / "configs" / name)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_budget_stops_the_loop_and_each_generation_continues_the_winner(pilot):
+    budget = 400_000
+    proc = run_cli("autopilot", "--optimize", "--budget", str(budget), "--timesteps", "100000",
+                   "--study-trials", "2", "--study-timesteps", "50000", "--storage", f"sqlite:///{pilot}/s.db",
+                   "--json", cwd=pilot)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert "stopped before run" in proc.stderr and "budget" in proc.stderr
+    assert len(results) >= 2
+    loop = results[-1]["compute"]["loop_agent_steps"]
+    assert loop <= budget
+    runs = sorted(p for p in (pilot / "autopilot" / "runs").iterdir() if p.is_dir())
+    assert len(runs) == len(results)
+    steps = 0
+    for run, result in zip(runs, results):
+        compute = json.loads((run / "compute.json").read_text())
+        assert compute == result["compute"]
+        summary = json.loads((run / "summary.json").read_text())
+        assert compute["run_agent_steps"] == summary["agent_steps"]
+        study_dir = pilot / "autopilot" / "studies" / f"autopilot-{run.name}"
+        trained = sum(json.loads(p.read_text())["agent_steps"] for p in study_dir.glob("*/summary.json"))
+        assert compute["study_agent_steps"] == trained
+        steps += compute["run_agent_steps"] + compute["study_agent_steps"]
+        assert compute["loop_agent_steps"] == steps
+        assert "Agent steps: run" in (run / "notes.txt").read_text()
+    # The second run continued the first study's winner, exactly that checkpoint.
+    first = results[0]["export"]
+    assert first["resume_from"]
+    start = events(runs[1], "start")[0]
+    assert start["load_model"] == first["resume_from"]
+    second = json.loads((runs[1] / "summary.json").read_text())
+    assert second["started_from"] == first["resume_from"]
+    assert second["drone_agent_steps"] == checkpoint.steps_seen(first["resume_from"]) + second["agent_steps"]
+    assert "Drone: continued" in (runs[1] / "notes.txt").read_text()
+    rows = json.loads(run_cli("runs", str(pilot / "autopilot" / "runs"), "--json", cwd=pilot).stdout)
+    assert [r["compute"] for r in rows] == [r["compute"] for r in results]
+    assert rows[1]["drone_agent_steps"] == second["drone_agent_steps"]
+
+
+def test_a_budget_below_one_run_is_refused_before_anything_runs(pilot):
+    proc = run_cli("autopilot", "--budget", "1000", "--timesteps", "100000", cwd=pilot, timeout=120)
+    one_line_error(proc, "--budget", "the next run needs")
+    assert not (pilot / "autopilot" / "runs").exists()
+
+
+def test_steps_of_counts_whole_batches():
+    from drex_opt import autopilot
+
+    assert autopilot.steps_of(300_000, 16_384) == 19 * 16_384  # PufferLib trains whole batches
+    assert autopilot.steps_of(1_000, 16_384) == 16_384
+    ledger = autopilot.Ledger(100)
+    ledger.spent = 60
+    with pytest.raises(autopilot.BudgetSpent, match="leaves 40"):
+        ledger.check(41, "x")
+    ledger.check(40, "x")
+
+
+@pytest.mark.slow
+def test_a_generation_may_change_the_topology(trained_run, tmp_path):
+    """The drone's per-agent observation and action do not depend on how many drones share
+    an arena or how many arenas there are: a continuation may change both."""
+    (tmp_path / "o.json").write_text(json.dumps({"env": {"num_drones": 4, "num_envs": 32}, "vec": {"num_envs": 2}}))
+    proc = run_cli("train", "--config", str(trained_run / "config.json"), "--override", str(tmp_path / "o.json"),
+                   "--load-model-path", str(trained_run / "model.pt"), "--timesteps", "20000",
+                   "--run-dir", str(tmp_path / "next"), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    assert s["status"] == "completed" and s["optimizer_state"] == "loaded"
+    assert events(tmp_path / "next", "start")[0]["agents"] == 4 * 32 * 2
+
+
+@pytest.mark.slow
+def test_warm_and_scratch_trials_never_share_a_study(trained_run, tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    warm = planning.plan(planning.StudySettings(from_run=trained_run, storage=url))
+    scratch = planning.plan(planning.StudySettings(from_run=trained_run, from_scratch=True, storage=url))
+    assert warm.study_name == scratch.study_name + "-warm", "the default names differ"
+    study_mod._create_or_load(warm)
+    forced = planning.plan(planning.StudySettings(from_run=trained_run, from_scratch=True, storage=url,
+                                                  study_name=warm.study_name))
+    with pytest.raises(UserError, match="exists with trials starting from .*model.pt, not fresh weights"):
+        study_mod._create_or_load(forced)
