@@ -234,8 +234,10 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     elif not searchable:
         reason = ("the drone was not observed (no behaviour statistic arrived)" if focus == behavior.TRAIN_LONGER
                   else f"its analysis gives {focus}, which has no search space")
+        otherwise = ("the next run continues this drone unchanged" if settings.optimize and summary.get("checkpoint")
+                     else "otherwise it reuses the baseline")
         next_step = (f"no study: {reason}; give the next run more train.total_timesteps in {pilot.proposal_path}, "
-                     "otherwise it reuses the baseline")
+                     f"{otherwise}")
     elif settings.optimize:
         next_step = (f"search focus {focus} with a study whose trials continue this run's drone (trial 0 "
                      f"unchanged) and export the winner, with its checkpoint, to {pilot.proposal_path}"
@@ -255,9 +257,28 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
             optimize_after(pilot, settings, run_dir, out, ledger)
         elif settings.optimize and summary["status"] == "completed":
             out.problems.append(f"no study after run {run_id}: next focus {focus} has no search space")
+        if settings.optimize and out.export is None and summary["status"] == "completed":
+            keep_this_drone(pilot, run_dir, proposal, summary)
     finally:
         record_compute(run_dir, out, summary, ledger, before)
     return out
+
+
+def keep_this_drone(pilot: Autopilot, run_dir: Path, proposal: dict, summary: dict) -> None:
+    """No winner to hand on (no study, or no proposal from it): the next run continues this
+    run's drone with this run's configuration, instead of restarting from the baseline."""
+    ckpt = summary.get("checkpoint")
+    if not ckpt or not Path(ckpt).is_file():
+        return
+    resume = {"autopilot": {"resume_mode": "continue", "resume_from": str(Path(ckpt).resolve())}}
+    following = safety.merge(safety.nest(proposal)[0], resume)
+    if safety.validate(following, config.load_baseline(pilot.baseline_path)):
+        return  # cannot happen for a proposal that trained; never write one that does not validate
+    why = (f"No study winner after run {run_dir.name}: the next run continues its drone unchanged "
+           f"({Path(ckpt).resolve()}), with the same configuration.")
+    write_json_atomic(pilot.proposal_path, following)
+    write_atomic(notes.sidecar_path(pilot.proposal_path), why + "\n")
+    notes.append_entry(run_dir / "notes.txt", why + "\n")
 
 
 def record_compute(run_dir: Path, out: IterationResult, summary: dict, ledger: Ledger, before: int) -> None:
@@ -314,10 +335,11 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
     if fits < 2:
         reason = (f"no study after run {run_dir.name}: the budget leaves {int(ledger.left()):,} agent steps, "
                   f"two trials of {plan.timesteps:,} need {2 * per_trial:,}")
-        notes.append_entry(run_dir / "notes.txt", reason + "; the next run reuses the baseline.\n")
         out.problems.append(reason)
         return
-    plan.trials, plan.repeats = fits, plan.repeats if fits == plan.trials else 0
+    repeats = plan.repeats * min(study.MAX_REPEAT_CANDIDATES, fits)
+    # Seed repeats only when they fit too: the budget is agent steps, whatever trains them.
+    plan.trials, plan.repeats = fits, plan.repeats if (fits + repeats) * per_trial <= ledger.left() else 0
     folder = plan.studies_dir / plan.study_name
     before = study_steps(folder)
     try:
@@ -333,8 +355,7 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
                                  next_step=f"the next autopilot run trains with {pilot.proposal_path}")
         out.export = exported.to_dict()
     except UserError as exc:
-        notes.append_entry(run_dir / "notes.txt",
-                           f"Study {plan.study_name} gave no proposal ({exc}); the next run reuses the baseline.\n")
+        notes.append_entry(run_dir / "notes.txt", f"Study {plan.study_name} gave no proposal ({exc}).\n")
         out.problems.append(str(exc))
 
 

@@ -20,12 +20,6 @@ from cli_helpers import ROOT, run_cli
 
 
 
-@pytest.fixture
-def pilot(tmp_path):
-    (tmp_path / "autopilot" / "configs").mkdir(parents=True)
-    for name in ("baseline_quick.json", "baseline_full.json"):
-        shutil.copy(ROOT / "autopilot" / "configs" / name, tmp_path / "autopilot" / "configs" / name)
-    return tmp_path
 
 
 def runs_of(root: Path) -> list[Path]:

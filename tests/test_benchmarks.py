@@ -324,3 +324,27 @@ def test_recompute_of_an_earlier_result_keeps_the_old_numbers_beside_the_new(tmp
     with contextlib.redirect_stdout(io.StringIO()):
         se.recompute(path)  # idempotent: the earlier accounting is kept, not replaced by the new one
     assert json.loads(path.read_text())["summary_previous_accounting"]["spent"]["drex-opt"] == [300_000]
+
+
+# ---------------------------------------------------------------- warm_loop
+def test_warm_loop_charges_each_study_before_the_run_after_it():
+    from benchmarks import warm_loop
+
+    start = {"agent_steps": 1_000, "e2e": 0.01}
+    runs = [{"agent_steps": 2_000, "e2e": 0.5, "status": "completed", "study_agent_steps": 3_000},
+            {"agent_steps": 2_000, "e2e": None, "status": "failed", "study_agent_steps": 0},
+            {"agent_steps": 2_000, "e2e": 0.9, "status": "completed", "study_agent_steps": 0}]
+    points = warm_loop.timeline(start, 500, runs)
+    # start 1k; first study 0.5k; run 2k -> 3.5k; its study 3k; a failed run 2k -> 8.5k; run -> 10.5k
+    assert points == [[1_000, 0.01], [3_500, 0.5], [8_500, None], [10_500, 0.9]]
+    assert warm_loop.at(points, 3_499) == 0.01, "a run counts only once it has ended"
+    assert warm_loop.at(points, 9_000) == 0.5, "a failed run leaves the drone the method had"
+    assert warm_loop.at(points, 10_500) == 0.9
+    assert warm_loop.at(points, 999) is None
+
+
+def test_warm_loop_refuses_the_design_seeds():
+    from benchmarks import warm_loop
+
+    with pytest.raises(SystemExit, match="shaped the warm spaces"):
+        warm_loop.main(["--seeds", str(warm_loop.DESIGN_SEEDS[0])])

@@ -14,6 +14,8 @@ from drex_opt.errors import UserError
 from drex_opt.rules import config, safety
 from drex_opt.search import spaces
 
+from test_spaces import GOOD_BUDGET as BUDGET
+
 REPO = Path(__file__).resolve().parents[1]
 QUICK = config.load_baseline("quick")
 FULL = config.load_baseline("full")
@@ -26,14 +28,6 @@ EPOCHS = (1, 32)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-BUDGET = '''
-[budget]
-full_timesteps = 1_000_000
-quick_timesteps = 200_000
-trials = 10
-startup_trials = 3
-repeats = 0
-'''
 HEAD = 'description = "A theory."\n' + BUDGET + '\n[params."train.gamma"]\ntype = "float"\nlow = 0.9\nhigh = 0.99\n'
 INHERIT = 'description = "Continue."\ninherit = true\n' + BUDGET
 

@@ -228,12 +228,6 @@ def test_a_checkpoint_that_stops_fitting_fails_the_trials_not_the_study(trained_
 
 
 # ---------------------------------------------------------------- the loop as generations
-@pytest.fixture
-def pilot(tmp_path):
-    (tmp_path / "autopilot" / "configs").mkdir(parents=True)
-    for name in ("baseline_quick.json", "baseline_full.json"):
-        shutil.copy(ROOT / "autopilot" / "configs" / name, tmp_path / "autopilot" / "configs" / name)
-    return tmp_path
 
 
 @pytest.mark.slow
@@ -271,6 +265,13 @@ def test_budget_stops_the_loop_and_each_generation_continues_the_winner(pilot):
     assert second["started_from"] == first["resume_from"]
     assert second["drone_agent_steps"] == checkpoint.steps_seen(first["resume_from"]) + second["agent_steps"]
     assert "Drone: continued" in (runs[1] / "notes.txt").read_text()
+    # The last generation had no study (the budget left too little): the next run would
+    # continue its drone unchanged, never restart from the baseline.
+    assert results[-1]["study"] is None and any("no study" in p for p in results[-1]["problems"])
+    waiting = json.loads((pilot / "autopilot" / "proposals" / "next_config.json").read_text())
+    assert waiting["autopilot"] == {"resume_mode": "continue", "resume_from": str((runs[-1] / "model.pt").resolve())}
+    assert {k: v for k, v in waiting.items() if k != "autopilot"} == \
+        {k: v for k, v in json.loads((runs[-1] / "override.json").read_text()).items() if k != "autopilot"}
     rows = json.loads(run_cli("runs", str(pilot / "autopilot" / "runs"), "--json", cwd=pilot).stdout)
     assert [r["compute"] for r in rows] == [r["compute"] for r in results]
     assert rows[1]["drone_agent_steps"] == second["drone_agent_steps"]
@@ -319,3 +320,21 @@ def test_warm_and_scratch_trials_never_share_a_study(trained_run, tmp_path):
                                                   study_name=warm.study_name))
     with pytest.raises(UserError, match="exists with trials starting from .*model.pt, not fresh weights"):
         study_mod._create_or_load(forced)
+
+
+@pytest.mark.slow
+def test_a_lost_control_trial_is_queued_again_on_resume(tmp_path):
+    """Trial 0 interrupted (or crashed): the resumed study trains the control first."""
+    plan = planning.plan(planning.StudySettings(focus="improve_grip", trials=1, timesteps=300_000,
+                                                storage=f"sqlite:///{tmp_path}/s.db", studies_dir=tmp_path / "st"))
+    study, created = study_mod._create_or_load(plan)
+    assert created
+    control = study.ask()  # the enqueued baseline trial
+    assert control.user_attrs["role"] == "baseline"
+    study.tell(control, state=TrialState.FAIL)
+    result = study_mod.run(plan)
+    trials = optuna.load_study(study_name=plan.study_name, storage=plan.storage_url).trials
+    assert [(t.number, t.state, t.user_attrs.get("role")) for t in trials] == [
+        (0, TrialState.FAIL, "baseline"), (1, TrialState.COMPLETE, "baseline")]
+    assert result.versus_baseline["baseline_trial"] == 1
+    assert not study_mod.requeue_control(study, plan), "a completed control is never queued twice"

@@ -21,6 +21,7 @@ from typing import Callable
 import optuna
 from optuna.exceptions import DuplicatedStudyError
 from optuna.samplers import TPESampler
+from optuna.trial import TrialState
 
 from drex_opt import __version__
 from drex_opt.errors import UserError
@@ -93,6 +94,17 @@ def _create_or_load(plan: StudyPlan):
     return study, created
 
 
+def requeue_control(study, plan: StudyPlan) -> bool:
+    """Queue the baseline trial again when the study has none that completed, runs or waits
+    (it was interrupted, crashed or timed out): without it no trial can say it beat the control.
+    True when queued."""
+    alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    if any(t.user_attrs.get("role") == BASELINE_ROLE for t in study.get_trials(deepcopy=False, states=alive)):
+        return False
+    study.enqueue_trial(baseline_params(plan), user_attrs={"role": BASELINE_ROLE}, skip_if_exists=False)
+    return True
+
+
 def _note_meanwhile(study, plan: StudyPlan) -> threading.Thread:
     """Write the study's dashboard note beside the first trial: optuna-dashboard's import
     (~1 s, it pulls in scikit-learn) then delays no training. Join before finishing."""
@@ -160,6 +172,8 @@ def run(plan: StudyPlan, monitor: StudyMonitor | None = None) -> StudyResult:
     study, created = _create_or_load(plan)
     noting = _note_meanwhile(study, plan) if created else None
     stale = storage_mod.fail_stale_trials(study, plan.storage)
+    if not created:
+        requeue_control(study, plan)
     cancel = threading.Event()
     pool = _TrialPool(study, plan, TrialRunner(plan, monitor, cancel, launch), monitor, cancel)
     interrupted = _run_workers(pool.work, plan.jobs, cancel)
