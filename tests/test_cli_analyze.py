@@ -150,6 +150,20 @@ class TestRuns:
                                      {"severity": "ok", "next_focus": "tune_grip"}))
         write_run(root, "a", summary("a", "2025-11-26T12:00:00Z", 0.6, 0.4, 0.25))
 
+    def test_step_columns_only_where_runs_have_them(self, tmp_path):
+        self.make_history(tmp_path)
+        plain = runner.invoke(app, ["runs", str(tmp_path)]).stdout
+        assert "drone steps" not in plain and "run + study" not in plain
+        data = json.loads((tmp_path / "a" / "summary.json").read_text())
+        (tmp_path / "a" / "summary.json").write_text(json.dumps({**data, "drone_agent_steps": 3_500_000}))
+        (tmp_path / "a" / "compute.json").write_text(json.dumps(
+            {"run_agent_steps": 2_000_000, "study_agent_steps": 1_500_000, "loop_agent_steps": 7_000_000}))
+        rows = json.loads(runner.invoke(app, ["runs", str(tmp_path), "--json"]).stdout)
+        assert rows[2]["drone_agent_steps"] == 3_500_000 and rows[2]["compute"]["study_agent_steps"] == 1_500_000
+        assert rows[0]["compute"] is None and rows[0]["drone_agent_steps"] is None
+        wide = CliRunner().invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "200"}).stdout
+        assert "drone steps" in wide and "3.50M" in wide and "2.00M + 1.50M = 7.00M" in wide
+
     def test_json_order_and_deltas(self, tmp_path):
         self.make_history(tmp_path)
         result = runner.invoke(app, ["runs", str(tmp_path), "--json"])

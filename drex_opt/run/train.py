@@ -348,9 +348,12 @@ def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow
     """PuffeRL's loop to ``total`` steps with a progress event about every second.
 
     Returns the last logs, the statistics since the last progress event and those of the
-    final window (the last :data:`FINAL_WINDOW` of the run).
+    final window: the last :data:`FINAL_WINDOW` of the run or, when no episode ended in it,
+    the last report that had episode statistics. A drone that no longer crashes ends its
+    episodes together, every ``HORIZON`` ticks, so a short continuation's last stretch can
+    hold no episode end at all.
     """
-    window, final = StatWindow(), StatWindow()
+    window, final, latest = StatWindow(), StatWindow(), StatWindow()
     parent = os.getppid()
     last_emit = 0.0
     last_logs: dict = {}
@@ -373,6 +376,9 @@ def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow
         window.add(logs)
         if trainer.global_step >= (1 - FINAL_WINDOW) * total:
             final.add(logs)
+        if any(k.startswith("environment/") for k in logs):
+            latest = StatWindow()
+            latest.add(logs)
         if os.getppid() != parent:
             raise TrainingFailed("the process that started this run is gone")  # never train on as an orphan
         now = time.time()
@@ -380,7 +386,7 @@ def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow
             emit("progress", **_progress(logs, trainer, window.means()))
             window, last_emit = StatWindow(), now
             _inject_fault(os.environ.get(FAULT_ENV), trainer, seed)
-    return last_logs, window, final
+    return last_logs, window, final if final.weight > 0 else latest
 
 
 def _weights_finite(trainer) -> bool:
