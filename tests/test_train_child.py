@@ -35,17 +35,23 @@ class _ScriptedTrainer:
         return self.logs[self.epoch - 1]
 
 
-def test_final_window_falls_back_to_the_last_report_with_episode_statistics(monkeypatch):
+def test_final_window_reaches_back_to_one_episode_per_agent(monkeypatch):
     """A drone that no longer crashes ends its episodes together: a short run's last stretch
-    may hold no episode end, and its objectives must still come from its own episodes."""
+    may hold no episode end, or only those of the few drones that crashed. The objectives
+    must describe the drone, not its failures."""
     from drex_opt.run import train
 
     monkeypatch.setattr(train, "emit", lambda *a, **k: None)
-    episodes = {"environment/perfect_grip": 0.9, "environment/perfect_now": 0.7, "environment/n": 512}
-    logs = [{"SPS": 1.0}] * 4 + [episodes] + [{"SPS": 1.0}] * 5  # episodes end at 5k of 10k steps
-    _, _, final = train._train(_ScriptedTrainer(logs), 10_000, seed=1)
-    assert final.means() == {"environment/perfect_grip": 0.9, "environment/perfect_now": 0.7, "environment/n": 512}
-    # When episodes do end inside the last 15%, those are the ones that count.
-    late = {"environment/perfect_grip": 0.2, "environment/perfect_now": 0.1, "environment/n": 10}
-    _, _, final = train._train(_ScriptedTrainer(logs[:9] + [late]), 10_000, seed=1)
-    assert final.means()["environment/perfect_grip"] == 0.2
+    burst = {"environment/perfect_now": 0.9, "environment/n": 512}  # every drone's episode ends
+    crashed = {"environment/perfect_now": 0.0, "environment/n": 8}  # a few crashes afterwards
+    quiet = {"SPS": 1.0}
+    logs = [quiet] * 4 + [burst] + [quiet] * 4 + [crashed]  # 1,000 steps a report, 10,000 in all
+    _, _, final = train._train(_ScriptedTrainer(logs), 10_000, seed=1, agents=512)
+    assert final.weight == 520 and final.means()["environment/perfect_now"] == pytest.approx(0.9 * 512 / 520)
+    # No episode at all in the last 15%: the burst alone.
+    _, _, final = train._train(_ScriptedTrainer(logs[:9] + [quiet]), 10_000, seed=1, agents=512)
+    assert final.means() == burst
+    # Enough episodes in the last 15%: those alone, the older burst left out.
+    many = {"environment/perfect_now": 0.5, "environment/n": 600}
+    _, _, final = train._train(_ScriptedTrainer(logs[:9] + [many]), 10_000, seed=1, agents=512)
+    assert final.means() == many

@@ -206,7 +206,7 @@ def run(config: dict, run_dir: Path, env_name: str, load_model: str | None) -> i
     emit("start", env=env_name, agents=agents, batch_size=cfg["batch_size"],
          total_timesteps=total, seed=seed, notes=notes, load_model=load_model, optimizer_state=optimizer_state,
          autopilot_env=autopilot_env)
-    last_logs, window, final = _train(trainer, total, seed)
+    last_logs, window, final = _train(trainer, total, seed, agents)
     model_path = trainer.close()
     checkpoint = run_dir / checkpoints.CHECKPOINT_NAME
     shutil.copy(model_path, checkpoint)
@@ -344,16 +344,18 @@ def check_load(config: dict, env_name: str, load_model: str) -> int:
     return 0
 
 
-def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow]:
+def _train(trainer, total: int, seed: int, agents: int = 0) -> tuple[dict, StatWindow, StatWindow]:
     """PuffeRL's loop to ``total`` steps with a progress event about every second.
 
     Returns the last logs, the statistics since the last progress event and those of the
-    final window: the last :data:`FINAL_WINDOW` of the run or, when no episode ended in it,
-    the last report that had episode statistics. A drone that no longer crashes ends its
-    episodes together, every ``HORIZON`` ticks, so a short continuation's last stretch can
-    hold no episode end at all.
+    final window: the reports of the last :data:`FINAL_WINDOW` of the run, reaching further
+    back until they hold at least one episode per agent (``agents``). A drone that no longer
+    crashes ends its episodes together, every ``HORIZON`` ticks: a short continuation's
+    last stretch may hold no episode end, or only the few of drones that crashed, which
+    would describe the drone by its failures.
     """
-    window, final, latest = StatWindow(), StatWindow(), StatWindow()
+    window = StatWindow()
+    reports: list[tuple[int, dict]] = []  # (step, environment statistics) of every report
     parent = os.getppid()
     last_emit = 0.0
     last_logs: dict = {}
@@ -374,11 +376,9 @@ def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow
         if bad:
             raise NaNLosses(f"NaN in {bad[0]} at step {trainer.global_step}")
         window.add(logs)
-        if trainer.global_step >= (1 - FINAL_WINDOW) * total:
-            final.add(logs)
-        if any(k.startswith("environment/") for k in logs):
-            latest = StatWindow()
-            latest.add(logs)
+        stats = {k: v for k, v in logs.items() if k.startswith("environment/")}
+        if stats:
+            reports.append((int(trainer.global_step), stats))
         if os.getppid() != parent:
             raise TrainingFailed("the process that started this run is gone")  # never train on as an orphan
         now = time.time()
@@ -386,7 +386,20 @@ def _train(trainer, total: int, seed: int) -> tuple[dict, StatWindow, StatWindow
             emit("progress", **_progress(logs, trainer, window.means()))
             window, last_emit = StatWindow(), now
             _inject_fault(os.environ.get(FAULT_ENV), trainer, seed)
-    return last_logs, window, final if final.weight > 0 else latest
+    return last_logs, window, final_window(reports, total, agents)
+
+
+def final_window(reports: list[tuple[int, dict]], total: int, agents: int) -> StatWindow:
+    """The reports of the last :data:`FINAL_WINDOW` of ``total`` steps, extended back (newest
+    first) until they cover at least ``agents`` episodes or the run's first report."""
+    # Without episode counts (an env that logs no ``n``) weights are reports, not episodes.
+    needed = max(agents, 1) if any("environment/n" in stats for _, stats in reports) else 1
+    final = StatWindow()
+    for step, stats in reversed(reports):
+        if step < (1 - FINAL_WINDOW) * total and final.weight >= needed:
+            break
+        final.add(stats)
+    return final
 
 
 def _weights_finite(trainer) -> bool:
