@@ -95,12 +95,13 @@ def _create_or_load(plan: StudyPlan):
 
 
 def requeue_control(study, plan: StudyPlan) -> bool:
-    """Queue the baseline trial again when the study has none that completed, runs or waits
-    (it was interrupted, crashed or timed out): without it no trial can say it beat the control.
+    """Queue the baseline trial again when the study's was lost (interrupted, crashed or timed
+    out, none completed, runs or waits): without it no trial can say it beat the control.
     True when queued."""
+    controls = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("role") == BASELINE_ROLE]
     alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    if any(t.user_attrs.get("role") == BASELINE_ROLE for t in study.get_trials(deepcopy=False, states=alive)):
-        return False
+    if not controls or any(t.state in alive for t in controls):
+        return False  # a study made elsewhere never had one: nothing was lost
     study.enqueue_trial(baseline_params(plan), user_attrs={"role": BASELINE_ROLE}, skip_if_exists=False)
     return True
 
