@@ -223,6 +223,7 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                    runner.ENV_SUMMARY: str(summary_path.resolve())},
     )
     summary = result.summary
+    before = ledger.spent
     ledger.spent += int(summary.get("agent_steps") or 0)
     pilot.keep_checkpoints(cfg, summary, run_dir)
     focus = (summary.get("behavioral_analysis") or {}).get("next_focus")
@@ -251,7 +252,6 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
                                                    why=why, advice=advice))
     out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
                           note=str(notes_path))
-    before = ledger.spent - int(summary.get("agent_steps") or 0)
     try:
         if settings.optimize and searchable:
             optimize_after(pilot, settings, run_dir, out, ledger)

@@ -107,10 +107,12 @@ def versus_baseline(study, trial) -> dict | None:
     }
 
 
-def describe_versus(versus: Mapping[str, Any] | None, control: str = "the baseline trial") -> str | None:
-    """One sentence for :func:`versus_baseline`'s result."""
+def describe_versus(versus: Mapping[str, Any] | None, warm: bool = False) -> str | None:
+    """One sentence for :func:`versus_baseline`'s result; ``warm``: the study's trials
+    continued a drone, so its baseline trial is that drone continued unchanged."""
     if versus is None:
         return None
+    control = "continuing the drone unchanged" if warm else "the baseline trial"
     b, gain = versus["baseline"], versus["gain"]
     head = (f"{control} (trial {versus['baseline_trial']}) had grip {pct(b[OBJECTIVES[0]])}, delivery "
             f"{pct(b[OBJECTIVES[1]])}, end-to-end {pct(b[OBJECTIVES[2]])}")

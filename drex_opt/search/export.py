@@ -80,11 +80,12 @@ def pick_trial(study, pick: str):
     return chosen, explanation
 
 
-def proposal_for(trial, study_baseline: dict, target_baseline: dict) -> dict:
+def proposal_for(trial, study_baseline: dict, target_baseline: dict, resume: dict | None = None) -> dict:
     """The trial's configuration as overrides relative to ``target_baseline``.
 
     Only the brief's keys; the study's per-trial budget and seed are left out; the derived
-    batch sizes are always included. Raises UserError if the result does not validate.
+    batch sizes are always included; ``resume`` (:func:`resume_fields`) says which drone the
+    next run continues. Raises UserError if the result does not validate.
     """
     used = trial.user_attrs.get("overrides")
     if not isinstance(used, dict):
@@ -98,6 +99,7 @@ def proposal_for(trial, study_baseline: dict, target_baseline: dict) -> dict:
     relative = safety.overrides_relative(effective, target_baseline)
     sizes = safety.derive_batch_sizes(safety.merge(target_baseline, relative))
     relative.setdefault("train", {}).update(sizes)
+    relative = safety.merge(relative, resume or {})
     problems = safety.validate(relative, target_baseline)
     if problems:
         raise UserError("the exported proposal would not validate: " + "; ".join(map(str, problems)))
@@ -159,13 +161,8 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
     path = attrs.get("baseline_path")
     study_baseline = config.load_baseline(path if path and Path(path).is_file() else attrs.get("baseline") or "quick")
     target = config.load_baseline(baseline) if baseline else study_baseline
-    proposal = proposal_for(chosen, study_baseline, target)
     resume = resume_fields(study, chosen)
-    if resume:
-        proposal = safety.merge(proposal, resume)
-        problems = safety.validate(proposal, target)
-        if problems:
-            raise UserError("the exported proposal would not validate: " + "; ".join(map(str, problems)))
+    proposal = proposal_for(chosen, study_baseline, target, resume)
     means = trial_means(study, chosen)
     versus = versus_baseline(study, chosen)
     warm = bool(attrs.get("warm_start"))
@@ -179,7 +176,7 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
         "trials": len(study.trials), "timesteps": attrs.get("timesteps") or 0,
         "baseline": attrs.get("baseline_label") or attrs.get("baseline"), "states": states,
         "explanation": explanation,
-        "versus_baseline": describe_versus(versus, "continuing the drone unchanged" if warm else "the baseline trial"),
+        "versus_baseline": describe_versus(versus, warm),
         "warm_start": attrs.get("warm_start"), "warm_start_agent_steps": attrs.get("warm_start_agent_steps"),
         "resume_from": (resume.get("autopilot") or {}).get("resume_from"),
         "drone_agent_steps": chosen.user_attrs.get("drone_agent_steps"),

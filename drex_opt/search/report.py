@@ -105,6 +105,7 @@ def build(storage: str | None = None, study_name: str | None = None, out: str | 
     if all(len(by_param) < 2 for by_param in imps.values()):
         imps = {}  # one parameter's importance is 1 by definition: nothing to rank or draw
     attrs = study.user_attrs
+    best = best_trial(study)
     out_dir = str(out) if out is not None else f"studies/{study.study_name}/report"
     return Report(
         study_name=study.study_name, storage=storage_mod.redact(url), out_dir=out_dir, files={},
@@ -112,5 +113,5 @@ def build(storage: str | None = None, study_name: str | None = None, out: str | 
         trials_planned=attrs.get("trials_planned"), states=states, completed=len(completed),
         top=top_trials(study, completed, top_n), importances=imps, importance_note=note, pareto=pareto,
         trials=completed, warm_start=attrs.get("warm_start"),
-        versus_baseline=None if best_trial(study) is None else versus_baseline(study, best_trial(study)),
+        versus_baseline=None if best is None else versus_baseline(study, best),
     )

@@ -173,7 +173,7 @@ def markdown(report: Report, images: dict) -> str:
               f"- Pareto front: trials {', '.join(map(str, report.pareto)) or '-'}"]
     if report.warm_start:
         lines.append(f"- every trial continued the drone in `{report.warm_start}`; the baseline trial continued it unchanged")
-    versus = describe_versus(report.versus_baseline, _control(report))
+    versus = describe_versus(report.versus_baseline, bool(report.warm_start))
     if versus:
         lines.append(f"- against the control: {versus}")
     lines.append("")
@@ -213,10 +213,6 @@ def markdown(report: Report, images: dict) -> str:
     if report.importance_note:
         lines += [report.importance_note]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _control(report: Report) -> str:
-    return "continuing unchanged" if report.warm_start else "the baseline trial"
 
 
 def write_files(report: Report) -> dict:
@@ -264,7 +260,7 @@ def print_report(report: Report) -> None:
         table.add_row(trial, *cells, f"{a.get('severity') or '-'} →\n{a.get('next_focus') or '-'}",
                       _params_line(top.params))
     out.print(table)
-    versus = describe_versus(report.versus_baseline, _control(report))
+    versus = describe_versus(report.versus_baseline, bool(report.warm_start))
     if versus:
         out.print(f"against the control: {versus}")
     if report.importance_note:

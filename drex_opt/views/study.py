@@ -94,7 +94,7 @@ def print_result(result: StudyResult) -> None:
     out.print(table)
     if r.warm_start:
         out.print(f"every trial continued the drone in {r.warm_start}; trial 0 continued it unchanged")
-    sentence = describe_versus(r.versus_baseline, "continuing unchanged" if r.warm_start else "the baseline trial")
+    sentence = describe_versus(r.versus_baseline, bool(r.warm_start))
     if sentence:
         out.print(sentence)
     if r.best:
