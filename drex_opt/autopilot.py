@@ -371,6 +371,7 @@ def run_loop(settings: AutopilotSettings, on_start: Callable[[int], object] | No
         raise UserError(f"--runs must be at least 1, got {settings.runs}")
     if settings.budget is not None and settings.budget < 1:
         raise UserError(f"--budget must be a positive number of agent steps, got {settings.budget}")
+    runner.check_env_name(settings.env)
     runs = settings.runs if settings.runs is not None else (None if settings.budget is not None else 1)
     pilot = Autopilot(settings.autopilot_dir, settings.mode)
     ledger = Ledger(settings.budget)

@@ -348,3 +348,29 @@ def test_warm_loop_refuses_the_design_seeds():
 
     with pytest.raises(SystemExit, match="shaped the warm spaces"):
         warm_loop.main(["--seeds", str(warm_loop.DESIGN_SEEDS[0])])
+
+
+def test_hard_calibration_windows_weigh_episodes_and_judge_the_last_third():
+    from benchmarks import hard_calibration as hc
+
+    key = "environment/perfect_now"
+    history = [{"agent_steps": 400_000, key: 0.0, "environment/n": 1},
+               {"agent_steps": 900_000, key: 1.0, "environment/n": 3},
+               {"agent_steps": 950_000, key: 0.5},  # no episodes: carries no weight
+               {"agent_steps": 1_500_000, key: 0.2, "environment/n": 2}]
+    curve = hc.windows(history)
+    assert [w["agent_steps"] for w in curve] == [1_000_000, 2_000_000]
+    assert curve[0][key] == pytest.approx(0.75) and curve[0]["episodes"] == 4
+    assert curve[1][key] == pytest.approx(0.2)
+    flat = [{key: v} for v in (0.0, 0.1, 0.1, 0.12, 0.1, 0.11)]
+    rising = [{key: v} for v in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)]
+    assert hc.plateau(flat)["flat"] is True
+    assert hc.plateau(rising)["flat"] is False and hc.plateau(rising)["change"] == pytest.approx(0.35)
+    assert hc.plateau(flat[:2])["flat"] is None, "too short a run to judge"
+
+
+def test_hard_calibration_refuses_the_design_seeds():
+    from benchmarks import hard_calibration as hc
+
+    with pytest.raises(SystemExit):
+        hc.main(["--seeds", str(hc.DESIGN_SEEDS[0])])

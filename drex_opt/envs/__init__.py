@@ -1,4 +1,7 @@
 """Environments bundled with drex-opt."""
 
-#: The built-in environment's name (``--env``), always available.
+#: The default built-in environment's name (``--env``), always available.
 BUILTIN_ENV = "drone_pp"
+#: Every built-in environment: ``--env`` name -> module under ``drex_opt.envs`` (each has
+#: ``make`` and ``make_batched``, the same log keys and the same batch-size rules).
+BUILTIN_ENVS = {"drone_pp": "drone_pp", "drone_pp_hard": "drone_pp_hard"}

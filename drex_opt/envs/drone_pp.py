@@ -127,7 +127,6 @@ _SPAWN_FIELDS = (2, 1, 2, 2, 1)
 _TASK_FIELDS = (2, 2, 1)
 _SPAWN_LOW = np.array([-SPAWN_XY, -SPAWN_XY, 2.0, -SPAWN_XY, -SPAWN_XY, -SPAWN_XY, -SPAWN_XY, BOX_MASS[0]])
 _SPAWN_HIGH = np.array([SPAWN_XY, SPAWN_XY, 6.0, SPAWN_XY, SPAWN_XY, SPAWN_XY, SPAWN_XY, BOX_MASS[1]])
-_SPAWN_RANGE = _SPAWN_HIGH - _SPAWN_LOW
 _DRAG = np.array([DRAG, DRAG * CARRY_DRAG])  # indexed by carrying
 _GRAVITY_Z = np.float64(np.float32(-GRAVITY))  # the float32 gravity the physics has always added
 
@@ -151,6 +150,11 @@ class DronePP(pufferlib.PufferEnv):
     instances stepped one after the other, and the same reports (to float rounding), with
     one set of array operations instead of ``groups``.
 
+    Subclasses (``drone_pp_hard``) change the physics (``_fly``), the draws of a task
+    (``spawn_low``/``spawn_high``/``spawn_fields``/``task_fields``, ``_place_task``), the grip
+    and release windows and the observation (``obs_size``, ``_fill_obs``); the task logic,
+    the statistics and the reports stay here.
+
     Args:
         num_envs: arenas per sub-env.
         num_drones: drones per arena (they can collide with each other).
@@ -159,6 +163,14 @@ class DronePP(pufferlib.PufferEnv):
         buf: PufferLib shared buffers (given by ``pufferlib.vector``).
         groups: sub-envs stepped together (1: a plain env).
     """
+
+    obs_size = OBS_SIZE
+    grip_xy = GRIP_XY
+    release_xy = RELEASE_XY
+    spawn_low = _SPAWN_LOW
+    spawn_high = _SPAWN_HIGH
+    spawn_fields = _SPAWN_FIELDS
+    task_fields = _TASK_FIELDS
 
     def __init__(self, num_envs: int = 8, num_drones: int = 16, report_interval: int = 64,
                  seed: int = 0, buf=None, groups: int = 1):
@@ -170,7 +182,7 @@ class DronePP(pufferlib.PufferEnv):
         self.group_agents = int(num_envs) * self.num_drones
         self.num_agents = self.groups * self.group_agents
         self.report_interval = int(report_interval)
-        self.single_observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (OBS_SIZE,), np.float32)
+        self.single_observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (self.obs_size,), np.float32)
         self.single_action_space = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
         super().__init__(buf)
         self._seed(seed)
@@ -225,7 +237,7 @@ class DronePP(pufferlib.PufferEnv):
         self._flags3 = self._flags_t.reshape(2, 3, n)
         # Observations are built feature-major (every operation runs along the drones), then
         # transposed into PufferLib's (agents, features) buffer with one copy.
-        self._obs_t = np.zeros((OBS_SIZE, n), f32)
+        self._obs_t = np.zeros((self.obs_size, n), f32)
 
     @property
     def agents_per_batch(self) -> int:
@@ -283,9 +295,9 @@ class DronePP(pufferlib.PufferEnv):
 
     def _new_task(self, idx: np.ndarray) -> None:
         """A new box and drop zone for the drones ``idx`` (after spawn or delivery)."""
-        u = self._uniforms(idx, _TASK_FIELDS)
-        u *= _SPAWN_RANGE[3:]
-        u += _SPAWN_LOW[3:]  # low + range * u, as Generator.uniform computes it
+        u = self._uniforms(idx, self.task_fields)
+        u *= (self.spawn_high - self.spawn_low)[3:]
+        u += self.spawn_low[3:]  # low + range * u, as Generator.uniform computes it
         self._place_task(idx, u)
 
     def _place_task(self, idx: np.ndarray, u: np.ndarray) -> None:
@@ -305,9 +317,9 @@ class DronePP(pufferlib.PufferEnv):
         self.prev_dist[idx] = _norm(wp, np.empty(len(idx), np.float32))
 
     def _respawn(self, idx: np.ndarray) -> None:
-        u = self._uniforms(idx, _SPAWN_FIELDS)
-        u *= _SPAWN_RANGE
-        u += _SPAWN_LOW
+        u = self._uniforms(idx, self.spawn_fields)
+        u *= self.spawn_high - self.spawn_low
+        u += self.spawn_low
         self.pos[idx] = u[:, 0:3]
         self.vel[idx] = 0.0
         self.thrust[idx] = self._hover_force
@@ -423,9 +435,9 @@ class DronePP(pufferlib.PufferEnv):
 
         changed = new_hover
         if any_hovered:
-            grip = (phase[0, 0] & hovered & (xy < GRIP_XY) & (height > GRIP_DZ[0]) & (height < GRIP_DZ[1])
+            grip = (phase[0, 0] & hovered & (xy < self.grip_xy) & (height > GRIP_DZ[0]) & (height < GRIP_DZ[1])
                     & (speed < GRIP_SPEED) & (vel_z < 0))
-            release = (carrying & hovered & (xy < RELEASE_XY) & (pos_z < RELEASE_Z) & (speed < RELEASE_SPEED))
+            release = (carrying & hovered & (xy < self.release_xy) & (pos_z < RELEASE_Z) & (speed < RELEASE_SPEED))
             if grip.any() or release.any():
                 reward += R_GRIP * grip + R_DELIVER * release
                 self.ep_grips += grip
@@ -492,7 +504,11 @@ class DronePP(pufferlib.PufferEnv):
         np.less(np.einsum("ij,ij->i", self.nearest, self.nearest), COLLISION_RADIUS ** 2, out=self.collided)
 
     def _observe(self) -> None:
-        t = self._obs_t
+        self._fill_obs(self._obs_t)
+        np.copyto(self.observations, self._obs_t.T)
+
+    def _fill_obs(self, t: np.ndarray) -> None:
+        """The first ``OBS_SIZE`` features, feature-major, into ``t``."""
         pos = self.pos.T
         np.divide(self.vel.T, MAX_VEL[:, None], out=t[0:3])
         np.subtract(pos, self._obs_centre[:, None], out=t[3:6])
@@ -509,7 +525,6 @@ class DronePP(pufferlib.PufferEnv):
         np.divide(self.nearest.T, 5.0, out=t[23:26])
         np.clip(t[23:26], -1.0, 1.0, out=t[23:26])
         np.divide(pos[2], CEILING, out=t[26])
-        np.copyto(self.observations, t.T)
 
     def _record(self, idx: np.ndarray, crashed: np.ndarray) -> None:
         """Add the finished episodes of drones ``idx`` to their sub-env's running statistics."""

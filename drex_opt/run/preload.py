@@ -19,5 +19,5 @@ with warnings.catch_warnings():
     import pufferlib.pytorch  # noqa: F401
     import pufferlib.vector  # noqa: F401
 
-from drex_opt.envs import drone_pp  # noqa: F401, E402
+from drex_opt.envs import drone_pp, drone_pp_hard  # noqa: F401, E402
 from drex_opt.run import train  # noqa: F401, E402

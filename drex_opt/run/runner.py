@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Callable, Optional, Protocol
 
-from drex_opt.envs import BUILTIN_ENV
+from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_json_atomic
 from drex_opt.rules import config as run_config
@@ -173,7 +173,7 @@ def run_training(
     Args:
         config: the nested run config; written to ``run_dir/config.json``.
         run_dir: the run folder (created).
-        env_name: ``drone_pp`` or a PufferLib environment name.
+        env_name: a built-in env (``drone_pp``, ``drone_pp_hard``) or a PufferLib environment name.
         timeout: seconds before the child is killed (status ``timeout``).
         load_model: checkpoint to start from.
         on_event: called with every event the child reports (start/progress/final/error).
@@ -351,11 +351,11 @@ def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, sum
 
 
 def check_env_name(env_name: str) -> None:
-    """``drone_pp`` or an env declared by the installed PufferLib's configs, else UserError.
+    """A built-in env or one declared by the installed PufferLib's configs, else UserError.
 
     Reads PufferLib's ``.ini`` files without importing PufferLib (which pulls torch).
     """
-    if env_name == BUILTIN_ENV:
+    if env_name in BUILTIN_ENVS:
         return
     import configparser
     import importlib.util
@@ -371,7 +371,7 @@ def check_env_name(env_name: str) -> None:
                 continue
             if parser.has_section("base") and env_name in parser["base"].get("env_name", "").split():
                 return
-    raise UserError(f"unknown env {env_name!r}: use drone_pp or an environment of the installed PufferLib "
+    raise UserError(f"unknown env {env_name!r}: use {' or '.join(BUILTIN_ENVS)} or an environment of the installed PufferLib "
                     "(such as puffer_drone_delivery)")
 
 

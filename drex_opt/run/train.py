@@ -26,7 +26,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from drex_opt.envs import BUILTIN_ENV, drone_pp
+from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS
 from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run.events import emit
 
@@ -107,7 +107,7 @@ def _ocean_config(env_name: str) -> configparser.ConfigParser:
         parser.read([default, path])
         if env_name in parser["base"].get("env_name", "").split():
             return parser
-    raise TrainingFailed(f"unknown environment {env_name!r}: not drone_pp and not in the installed PufferLib's configs")
+    raise TrainingFailed(f"unknown environment {env_name!r}: not built in and not in the installed PufferLib's configs")
 
 
 def _section(parser: configparser.ConfigParser, name: str) -> dict:
@@ -116,6 +116,8 @@ def _section(parser: configparser.ConfigParser, name: str) -> dict:
 
 def build(config: dict, env_name: str, seed: int):
     """Vector env and policy for ``env_name`` with the run config's topology."""
+    import importlib
+
     import pufferlib
     import pufferlib.models
     import pufferlib.vector
@@ -123,23 +125,22 @@ def build(config: dict, env_name: str, seed: int):
     vec = config["vec"]
     backend = pufferlib.vector.Serial if vec["num_workers"] == 1 else pufferlib.vector.Multiprocessing
     notes = []
-    if env_name == BUILTIN_ENV:
+    if env_name in BUILTIN_ENVS:
+        module = importlib.import_module(f"drex_opt.envs.{BUILTIN_ENVS[env_name]}")
         env_kwargs = {"num_envs": config["env"]["num_envs"], "num_drones": config["env"]["num_drones"]}
         if backend is pufferlib.vector.Serial:
             # One process: the vec.num_envs sub-envs step as one batched env (same agents,
             # seeds, observations and reports as Serial over separate instances, one call).
             vecenv = pufferlib.vector.make(
-                drone_pp.make_batched, backend=pufferlib.vector.PufferEnv,
+                module.make_batched, backend=pufferlib.vector.PufferEnv,
                 env_kwargs={"groups": vec["num_envs"], "seed": seed, **env_kwargs})
         else:
             vecenv = pufferlib.vector.make(
-                drone_pp.make, backend=backend, num_envs=vec["num_envs"], num_workers=vec["num_workers"],
+                module.make, backend=backend, num_envs=vec["num_envs"], num_workers=vec["num_workers"],
                 env_kwargs=env_kwargs, seed=seed,
             )
         policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=POLICY_HIDDEN)
         return vecenv, policy, notes
-
-    import importlib
 
     parser = _ocean_config(env_name)
     package = parser["base"].get("package", "ocean")
@@ -184,7 +185,7 @@ def train_config(config: dict, env_name: str, run_dir: Path, num_agents: int, no
     derived = num_agents * cfg["bptt_horizon"]
     sizes = {name: cfg.get(name) for name in ("batch_size", "minibatch_size", "max_minibatch_size")}
     if any(size != derived for size in sizes.values()):
-        if env_name == BUILTIN_ENV:
+        if env_name in BUILTIN_ENVS:
             raise TrainingFailed(f"batch sizes {sizes} do not equal the {num_agents} agents × "
                                  f"train.bptt_horizon {cfg['bptt_horizon']} = {derived}")
         notes.append(f"train.batch_size {cfg['batch_size']} set to {derived}: {env_name} steps {num_agents} "
