@@ -115,12 +115,13 @@ def at(points: list[list], budget: float) -> float | None:
     return value
 
 
-def one_seed(seed: int, budget: int, work: Path, trials: int | None) -> dict:
+def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = "drone_pp") -> dict:
     log: list = []
+    on_env = ["--env", env]
     work.mkdir(parents=True, exist_ok=True)
     start_dir = work / "start"
     proc = drex("train", "--timesteps", str(START_STEPS), "--seed", str(seed), "--run-dir", str(start_dir),
-                "--json", cwd=work, log=log)
+                "--json", *on_env, cwd=work, log=log)
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
     start = {"agent_steps": s["agent_steps"], "e2e": s["end_to_end_success"], "grip": s["grip_success"],
@@ -133,7 +134,7 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None) -> dict:
     pilot = autopilot_dir(folder, seed, resume_mode="continue", resume_from="latest", save_strategy="latest")
     (pilot / "models").mkdir()
     checkpoint.copy(start_dir / "model.pt", pilot / "models" / "latest.pt")
-    drex("autopilot", "--autopilot-dir", str(pilot), "--budget", str(rest), "--json", cwd=folder, log=log)
+    drex("autopilot", "--autopilot-dir", str(pilot), "--budget", str(rest), "--json", *on_env, cwd=folder, log=log)
     runs = runs_of(pilot)
     out["methods"]["continue unchanged"] = {"runs": runs, "points": timeline(start, 0, runs)}
 
@@ -144,13 +145,13 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None) -> dict:
     url = f"sqlite:///{folder}/s.db"
     more = ["--trials", str(trials)] if trials else []
     drex("study", "--from-run", str(start_dir), "--storage", url, "--study-name", "first", "--json", *more,
-         cwd=folder, log=log)
+         *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
     drex("export", "--study-name", "first", "--storage", url, "--out", str(pilot / "proposals" / "next_config.json"),
          "--baseline", str(pilot / "configs" / "baseline_quick.json"), "--json", cwd=folder, log=log)
     study_more = ["--study-trials", str(trials)] if trials else []
     drex("autopilot", "--autopilot-dir", str(pilot), "--optimize", "--budget", str(rest - first),
-         "--storage", url, "--json", *study_more, cwd=folder, log=log)
+         "--storage", url, "--json", *study_more, *on_env, cwd=folder, log=log)
     runs = runs_of(pilot)
     out["methods"]["warm loop"] = {"runs": runs, "first_study_agent_steps": first,
                                    "points": timeline(start, first, runs)}
@@ -161,13 +162,13 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None) -> dict:
     pilot = autopilot_dir(folder, seed)
     url = f"sqlite:///{folder}/s.db"
     drex("study", "--from-run", str(start_dir), "--from-scratch", "--storage", url, "--study-name", "first",
-         "--json", *more, cwd=folder, log=log)
+         "--json", *more, *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
     drex("export", "--study-name", "first", "--storage", url, "--out", str(pilot / "proposals" / "next_config.json"),
          "--baseline", str(pilot / "configs" / "baseline_quick.json"), "--json", cwd=folder, log=log)
     if rest - first > 0:
         drex("autopilot", "--autopilot-dir", str(pilot), "--runs", "1", "--budget", str(rest - first), "--json",
-             cwd=folder, log=log)
+             *on_env, cwd=folder, log=log)
     runs = runs_of(pilot)
     out["methods"]["scratch study + next run"] = {"runs": runs, "first_study_agent_steps": first,
                                                   "points": timeline(start, first, runs)}
@@ -176,7 +177,7 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None) -> dict:
 
 def markdown(info: dict, settings: dict, seeds: list[dict]) -> str:
     budgets = settings["budgets"]
-    lines = ["# The warm loop against continuing unchanged and a scratch study (drone_pp)", "",
+    lines = [f"# The warm loop against continuing unchanged and a scratch study ({settings.get('env', 'drone_pp')})", "",
              header_markdown(info),
              (f"- design probe on seed(s) {', '.join(str(s['seed']) for s in seeds)}: run once the warm search "
               "spaces were written, to check the benchmark itself; nothing was changed after it, and these seeds "
@@ -239,6 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=24_000_000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temp folder)")
     parser.add_argument("--jobs", type=int, default=2, help="seeds at once")
+    parser.add_argument("--env", default="drone_pp", help="drone_pp or drone_pp_hard")
     parser.add_argument("--design", action="store_true",
                         help=f"a probe on the design seeds {DESIGN_SEEDS}, written as warm_loop_design")
     return parser.parse_args(argv)
@@ -257,10 +259,11 @@ def main(argv: list[str] | None = None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda s: one_seed(s, budget, work / f"seed-{s}", trials), seeds))
+        results = list(pool.map(lambda s: one_seed(s, budget, work / f"seed-{s}", trials, args.env), seeds))
     settings = {"budget": budget, "budgets": budgets, "quick": args.quick, "work": str(work),
-                "design_seeds": list(DESIGN_SEEDS), "design": args.design}
-    name = "warm_loop_design" if args.design else result_name("warm_loop", args.quick)
+                "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env}
+    stem = "warm_loop" if args.env == "drone_pp" else f"warm_loop_{args.env}"
+    name = f"{stem}_design" if args.design else result_name(stem, args.quick)
     settings["name"] = name
     payload = {"info": info, "settings": settings, "seeds": results}
     write_results(name, payload, markdown(info, settings, results))

@@ -362,11 +362,15 @@ def test_hard_calibration_windows_weigh_episodes_and_judge_the_last_third():
     assert [w["agent_steps"] for w in curve] == [1_000_000, 2_000_000]
     assert curve[0][key] == pytest.approx(0.75) and curve[0]["episodes"] == 4
     assert curve[1][key] == pytest.approx(0.2)
-    flat = [{key: v} for v in (0.0, 0.1, 0.1, 0.12, 0.1, 0.11)]
-    rising = [{key: v} for v in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)]
-    assert hc.plateau(flat)["flat"] is True
-    assert hc.plateau(rising)["flat"] is False and hc.plateau(rising)["change"] == pytest.approx(0.35)
-    assert hc.plateau(flat[:2])["flat"] is None, "too short a run to judge"
+    def run(values):
+        return [{"agent_steps": (i + 1) * hc.WINDOW, key: v} for i, v in enumerate(values)]
+
+    slow_then_flat = run([0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.31, 0.3, 0.32])
+    rising = run([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    assert hc.plateau(slow_then_flat)["flat"] is True, "a climb before the last third does not count"
+    assert hc.plateau(rising)["flat"] is False and hc.plateau(rising)["change"] == pytest.approx(0.2)
+    assert hc.plateau(slow_then_flat)["last"] == pytest.approx(0.31)
+    assert hc.plateau(rising[:4])["flat"] is None, "too short a run to judge"
 
 
 def test_hard_calibration_refuses_the_design_seeds():
