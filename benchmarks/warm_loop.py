@@ -241,6 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temp folder)")
     parser.add_argument("--jobs", type=int, default=2, help="seeds at once")
     parser.add_argument("--env", default="drone_pp", help="drone_pp or drone_pp_hard")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="trials of every warm and scratch study (default: each focus's budget)")
     parser.add_argument("--design", action="store_true",
                         help=f"a probe on the design seeds {DESIGN_SEEDS}, written as warm_loop_design")
     return parser.parse_args(argv)
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"seeds {DESIGN_SEEDS} shaped the warm spaces; evaluate on others (or say --design)")
     seeds = args.seeds[:1] if args.quick else args.seeds
     budget = 6_000_000 if args.quick else args.budget
-    trials = 3 if args.quick else None
+    trials = 3 if args.quick else args.trials
     budgets = [b for b in (6_000_000, 12_000_000, 24_000_000) if b <= budget] or [budget]
     info = describe()
     work = args.work or Path(tempfile.mkdtemp(prefix="drex-warm-loop-"))
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda s: one_seed(s, budget, work / f"seed-{s}", trials, args.env), seeds))
     settings = {"budget": budget, "budgets": budgets, "quick": args.quick, "work": str(work),
-                "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env}
+                "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env, "trials": trials}
     stem = "warm_loop" if args.env == "drone_pp" else f"warm_loop_{args.env}"
     name = f"{stem}_design" if args.design else result_name(stem, args.quick)
     settings["name"] = name
