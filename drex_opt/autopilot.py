@@ -166,11 +166,6 @@ class Autopilot:
                 })
 
 
-def steps_of(timesteps: int, batch_size: int) -> int:
-    """Agent steps a run of ``timesteps`` really trains: PufferLib collects whole batches."""
-    return max(1, math.ceil(timesteps / batch_size)) * batch_size
-
-
 class BudgetSpent(Exception):
     """The next piece of work would take the loop past its ``--budget``."""
 
@@ -203,7 +198,7 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     except UserError as exc:
         raise UserError(f"{pilot.baseline_path.name} with {pilot.proposal_path} cannot train here: {exc}") from None
     load_model = pilot.checkpoint_for(cfg)
-    ledger.check(steps_of(cfg["train"]["total_timesteps"], cfg["train"]["batch_size"]), "the next run")
+    ledger.check(planning.steps_of(cfg["train"]["total_timesteps"], cfg["train"]["batch_size"]), "the next run")
     previous = pilot.previous_summary()
     why = notes.read_sidecar(pilot.proposal_path)
     run_dir = runner.prepare_run_dir(pilot.new_run_dir())
@@ -296,18 +291,6 @@ def record_compute(run_dir: Path, out: IterationResult, summary: dict, ledger: L
                                                                   c["study_agent_steps"], ledger.spent, budget))
 
 
-def trial_steps_bound(plan: planning.StudyPlan) -> int:
-    """The most agent steps one trial of ``plan`` can train: its budget rounded up to whole
-    batches of the largest batch it may sample (the agents times the longest horizon)."""
-    base = plan.baseline
-    horizons = [base["train"]["bptt_horizon"]]
-    spec = plan.space.params.get("train.bptt_horizon")
-    if spec is not None:
-        horizons += list(spec.choices or []) + [v for v in (spec.high,) if v is not None]
-    agents = base["train"]["batch_size"] // base["train"]["bptt_horizon"]
-    return steps_of(plan.timesteps, agents * int(max(horizons)))
-
-
 def study_steps(run_dir: Path) -> int:
     """Agent steps every training of a study folder took (trials, seed repeats, failed ones too)."""
     total = 0
@@ -330,16 +313,11 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    per_trial = trial_steps_bound(plan)
-    fits = int(min(plan.trials, ledger.left() // per_trial))
-    if fits < 2:
+    if planning.fit_budget(plan, ledger.left()) < 2:
         reason = (f"no study after run {run_dir.name}: the budget leaves {int(ledger.left()):,} agent steps, "
-                  f"two trials of {plan.timesteps:,} need {2 * per_trial:,}")
+                  f"two trials of {plan.timesteps:,} need {2 * planning.trial_steps_bound(plan):,}")
         out.problems.append(reason)
         return
-    repeats = plan.repeats * min(study.MAX_REPEAT_CANDIDATES, fits)
-    # Seed repeats only when they fit too: the budget is agent steps, whatever trains them.
-    plan.trials, plan.repeats = fits, plan.repeats if (fits + repeats) * per_trial <= ledger.left() else 0
     folder = plan.studies_dir / plan.study_name
     before = study_steps(folder)
     try:

@@ -222,6 +222,7 @@ def study(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampler seed and the trials' training seed (default: the baseline's).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials at once on this machine (threads capped per trial).")] = 1,
     repeats: Annotated[Optional[int], typer.Option("--repeats", help="Re-train the top Pareto trials with this many new seeds (default: the space's).")] = None,
+    budget: Annotated[Optional[int], typer.Option("--budget", help="Agent steps the whole study may train (trials and seed repeats, each counted at its largest batch): only the trials that fit run, at least two.")] = None,
     trial_timeout: Annotated[Optional[float], typer.Option("--trial-timeout", help="Kill one trial's training after this many seconds.")] = None,
     no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping", help="Never stop a trial early on its behaviour.")] = False,
     no_fork: Annotated[bool, typer.Option("--no-fork", help="Start each trial in a fresh Python instead of forking a preloaded one (slower start; for envs that cannot be forked).")] = False,
@@ -239,7 +240,7 @@ def study(
     settings = planning.StudySettings(
         focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env, storage=storage,
         study_name=study_name, trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
-        trial_timeout=trial_timeout, early_stopping=not no_early_stopping, forked=not no_fork,
+        budget=budget, trial_timeout=trial_timeout, early_stopping=not no_early_stopping, forked=not no_fork,
         from_scratch=from_scratch, warm_start=warm_start,
     )
     plan = planning.plan(settings)

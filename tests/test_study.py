@@ -260,3 +260,53 @@ def test_continue_without_history_narrows_the_broadest_space_around_the_baseline
     lr = plan.space.params["train.learning_rate"]
     assert wide.params["train.learning_rate"].low <= lr.low <= base["train"]["learning_rate"] <= lr.high
     assert lr.high - lr.low < wide.params["train.learning_rate"].high - wide.params["train.learning_rate"].low
+
+
+def _largest_trial_steps(plan):
+    """Pinned from the brief and PufferLib: a batch is all agents × bptt_horizon, a run trains
+    whole batches, and a trial may sample the space's longest horizon."""
+    import math
+
+    base = plan.baseline
+    agents = base["env"]["num_envs"] * base["env"]["num_drones"] * base["vec"]["num_envs"]
+    spec = plan.space.params.get("train.bptt_horizon")
+    horizons = [base["train"]["bptt_horizon"]] + ([] if spec is None else [*(spec.choices or []), spec.high or 0])
+    batch = agents * max(horizons)
+    return math.ceil(plan.timesteps / batch) * batch
+
+
+def test_a_budget_runs_the_trials_that_fit_and_drops_repeats_that_do_not(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    free = planning.plan(planning.StudySettings(focus="improve_carrying", storage=url, repeats=1))
+    per_trial = _largest_trial_steps(free)
+    assert free.trials > 3 and free.repeats == 1
+    fitted = planning.plan(planning.StudySettings(focus="improve_carrying", storage=url, repeats=1,
+                                                  budget=3 * per_trial + per_trial // 2))
+    assert fitted.trials == 3 and fitted.repeats == 0, "3 trials fit; their seed repeats would not"
+    roomy = planning.plan(planning.StudySettings(focus="improve_carrying", storage=url, repeats=1, trials=2,
+                                                 budget=10 * per_trial))
+    assert (roomy.trials, roomy.repeats) == (2, 1), "a budget never adds trials, and keeps repeats that fit"
+    with pytest.raises(UserError, match="--budget"):
+        planning.plan(planning.StudySettings(focus="improve_carrying", storage=url, budget=2 * per_trial - 1))
+
+
+def test_a_budget_too_small_for_two_trials_is_one_line_and_nothing_is_made(tmp_path):
+    one_line_error(run_cli("study", "--focus", "improve_grip", "--budget", "1000", "--storage",
+                           f"sqlite:///{tmp_path}/s.db", cwd=tmp_path, timeout=60), "--budget", "two trials")
+    assert not (tmp_path / "studies").exists()
+    with pytest.raises(UserError, match="--budget"):
+        planning.plan(planning.StudySettings(focus="improve_grip", budget=0))
+
+
+@pytest.mark.slow
+def test_a_budgeted_study_trains_no_more_than_its_budget(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    plan = planning.plan(planning.StudySettings(focus="improve_grip", storage=f"sqlite:///{tmp_path}/probe.db",
+                                                timesteps=40_000))
+    budget = 2 * _largest_trial_steps(plan) + 1
+    proc = run_cli("study", "--focus", "improve_grip", "--timesteps", "40000", "--budget", str(budget),
+                   "--storage", url, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["trials_run"] == 2
+    trained = sum(json.loads(p.read_text())["agent_steps"] for p in (tmp_path / "studies").glob("*/*/summary.json"))
+    assert 0 < trained <= budget

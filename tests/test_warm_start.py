@@ -286,8 +286,8 @@ def test_a_budget_below_one_run_is_refused_before_anything_runs(pilot):
 def test_steps_of_counts_whole_batches():
     from drex_opt import autopilot
 
-    assert autopilot.steps_of(300_000, 16_384) == 19 * 16_384  # PufferLib trains whole batches
-    assert autopilot.steps_of(1_000, 16_384) == 16_384
+    assert planning.steps_of(300_000, 16_384) == 19 * 16_384  # PufferLib trains whole batches
+    assert planning.steps_of(1_000, 16_384) == 16_384
     ledger = autopilot.Ledger(100)
     ledger.spent = 60
     with pytest.raises(autopilot.BudgetSpent, match="leaves 40"):

@@ -371,7 +371,7 @@ def check_env_name(env_name: str) -> None:
                 continue
             if parser.has_section("base") and env_name in parser["base"].get("env_name", "").split():
                 return
-    raise UserError(f"unknown env {env_name!r}: use {' or '.join(BUILTIN_ENVS)} or an environment of the installed PufferLib "
+    raise UserError(f"unknown env {env_name!r}: use {', '.join(BUILTIN_ENVS)} or an environment of the installed PufferLib "
                     "(such as puffer_drone_delivery)")
 
 

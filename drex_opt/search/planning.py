@@ -27,6 +27,7 @@ from drex_opt.search import storage as storage_mod
 TRIAL_TIMEOUT_BASE_S = 120.0
 TRIAL_TIMEOUT_MIN_SPS = 5_000.0
 QUICK_MAX_TIMESTEPS = 5_000_000  # a baseline file at or below this uses the quick budgets
+MAX_REPEAT_CANDIDATES = 3  # seed repeats re-train at most this many Pareto trials
 
 
 @dataclass
@@ -48,6 +49,7 @@ class StudySettings:
     seed: int | None = None
     jobs: int = 1
     repeats: int | None = None
+    budget: int | None = None  # agent steps the whole study may train: the trials that fit run
     trial_timeout: float | None = None
     early_stopping: bool = True
     forked: bool = True  # trials fork from a preloaded server, else fresh interpreters
@@ -120,7 +122,8 @@ def plan(settings: StudySettings) -> StudyPlan:
     if focus not in spaces.FOCI:
         raise UserError(f"unknown focus {focus!r}; valid foci: {', '.join(spaces.FOCI)}")
     for name, value, low in (("--trials", settings.trials, 1), ("--timesteps", settings.timesteps, 1000),
-                             ("--jobs", settings.jobs, 1), ("--repeats", settings.repeats, 0)):
+                             ("--jobs", settings.jobs, 1), ("--repeats", settings.repeats, 0),
+                             ("--budget", settings.budget, 1)):
         if value is not None and value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
     for name, value in (("--timeout", settings.timeout), ("--trial-timeout", settings.trial_timeout)):
@@ -154,7 +157,7 @@ def plan(settings: StudySettings) -> StudyPlan:
     if not 0 <= seed <= 2_147_483_647:
         raise UserError(f"--seed {seed} is outside 0..2147483647")
     timesteps = settings.timesteps or budget.timesteps
-    return StudyPlan(
+    planned = StudyPlan(
         focus=focus, severity=severity, insights=insights, space=space, space_focus=space_focus,
         from_run=None if settings.from_run is None else Path(settings.from_run).resolve(),
         baseline_name=baseline_name, baseline=baseline, study_name=study_name, storage_url=url,
@@ -169,6 +172,45 @@ def plan(settings: StudySettings) -> StudyPlan:
         command=storage_mod.redact_command(settings.command),
         storage=storage, reading=reading,
     )
+    if settings.budget is not None and fit_budget(planned, settings.budget) < 2:
+        raise UserError(f"--budget {settings.budget:,} agent steps is too small: one trial of {timesteps:,} steps "
+                        f"can train up to {trial_steps_bound(planned):,} (whole batches), and a study needs at least "
+                        "two trials")
+    return planned
+
+
+def steps_of(timesteps: int, batch_size: int) -> int:
+    """Agent steps a run of ``timesteps`` really trains: PufferLib collects whole batches."""
+    return max(1, math.ceil(timesteps / batch_size)) * batch_size
+
+
+def trial_steps_bound(plan: StudyPlan) -> int:
+    """The most agent steps one trial of ``plan`` can train: its budget rounded up to whole
+    batches of the largest batch it may sample (the agents times the longest horizon)."""
+    base = plan.baseline
+    horizons = [base["train"]["bptt_horizon"]]
+    spec = plan.space.params.get("train.bptt_horizon")
+    if spec is not None:
+        horizons += list(spec.choices or []) + [v for v in (spec.high,) if v is not None]
+    agents = base["train"]["batch_size"] // base["train"]["bptt_horizon"]
+    return steps_of(plan.timesteps, agents * int(max(horizons)))
+
+
+def fit_budget(plan: StudyPlan, budget: float) -> int:
+    """Fit ``plan`` into ``budget`` agent steps; the number of trials that fit.
+
+    With two or more, ``plan.trials`` becomes that number and ``plan.repeats`` is kept only
+    if the seed repeats fit as well (the budget counts every training, whatever it is for);
+    with fewer, ``plan`` is left as it was: no study fits (two trials: the control and one
+    change, or two settings to compare).
+    """
+    per_trial = trial_steps_bound(plan)
+    fits = int(min(plan.trials, budget // per_trial))
+    if fits >= 2:
+        repeats = plan.repeats * min(MAX_REPEAT_CANDIDATES, fits)
+        plan.trials = fits
+        plan.repeats = plan.repeats if (fits + repeats) * per_trial <= budget else 0
+    return fits
 
 
 def _run_config(from_run: Path | None) -> str | None:

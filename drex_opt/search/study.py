@@ -32,10 +32,9 @@ from drex_opt.run.forkserver import ForkLauncher
 from drex_opt.search import dashboard
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.monitor import StudyMonitor
-from drex_opt.search.planning import StudyPlan, baseline_label
+from drex_opt.search.planning import MAX_REPEAT_CANDIDATES, StudyPlan, baseline_label
 from drex_opt.search.trial import TrialFailure, TrialRunner, baseline_params
 
-MAX_REPEAT_CANDIDATES = 3
 
 
 def open_study(plan: StudyPlan):
