@@ -53,6 +53,7 @@ class AutopilotSettings:
     storage: str | None = None
     study_trials: int | None = None
     study_timesteps: int | None = None
+    study_budget: int | None = None  # agent steps each --optimize study may train
     jobs: int = 1
     timeout: float | None = None
 
@@ -305,16 +306,18 @@ def study_steps(run_dir: Path) -> int:
 def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult,
                    ledger: Ledger | None = None) -> None:
     """Study the run's focus, every trial continuing the run's drone; export the winner and
-    its checkpoint. With a budget the study gets the trials that fit (at least two: the
-    control and one change), else none."""
+    its checkpoint. With a budget (the loop's and ``--study-budget``) the study gets the
+    trials that fit (at least two: the control and one change), else none."""
     ledger = ledger or Ledger(None)
     plan = planning.plan(planning.StudySettings(
         from_run=run_dir, baseline=str(run_dir / "config.json"), env=settings.env, storage=settings.storage,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    if planning.fit_budget(plan, ledger.left()) < 2:
-        reason = (f"no study after run {run_dir.name}: the budget leaves {int(ledger.left()):,} agent steps, "
+    allowed = min(ledger.left(), settings.study_budget or math.inf)
+    if planning.fit_budget(plan, allowed) < 2:
+        which = "--study-budget allows" if allowed < ledger.left() else "the budget leaves"
+        reason = (f"no study after run {run_dir.name}: {which} {int(allowed):,} agent steps, "
                   f"two trials of {plan.timesteps:,} need {2 * planning.trial_steps_bound(plan):,}")
         out.problems.append(reason)
         return
@@ -349,6 +352,8 @@ def run_loop(settings: AutopilotSettings, on_start: Callable[[int], object] | No
         raise UserError(f"--runs must be at least 1, got {settings.runs}")
     if settings.budget is not None and settings.budget < 1:
         raise UserError(f"--budget must be a positive number of agent steps, got {settings.budget}")
+    if settings.study_budget is not None and settings.study_budget < 1:
+        raise UserError(f"--study-budget must be a positive number of agent steps, got {settings.study_budget}")
     runner.check_env_name(settings.env)
     runs = settings.runs if settings.runs is not None else (None if settings.budget is not None else 1)
     pilot = Autopilot(settings.autopilot_dir, settings.mode)

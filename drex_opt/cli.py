@@ -298,6 +298,7 @@ def autopilot(
     storage: StorageOpt = None,
     study_trials: Annotated[Optional[int], typer.Option("--study-trials", help="Trials of each --optimize study (default: the focus's budget).")] = None,
     study_timesteps: Annotated[Optional[int], typer.Option("--study-timesteps", help="Steps per trial of each --optimize study.")] = None,
+    study_budget: Annotated[Optional[int], typer.Option("--study-budget", help="Agent steps each --optimize study may train: the trials that fit run (at least two), else that run gets no study.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel trials of each --optimize study.")] = 1,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Kill a training run after this many seconds.")] = None,
     as_json: JsonOpt = False,
@@ -309,7 +310,8 @@ def autopilot(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = autopilot_mod.AutopilotSettings(
         mode=mode, runs=runs, budget=budget, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env,
-        storage=storage, study_trials=study_trials, study_timesteps=study_timesteps, jobs=jobs, timeout=timeout,
+        storage=storage, study_trials=study_trials, study_timesteps=study_timesteps, study_budget=study_budget,
+        jobs=jobs, timeout=timeout,
     )
     def on_stop(reason: str) -> None:
         typer.echo(reason, err=True)

@@ -277,6 +277,20 @@ def test_budget_stops_the_loop_and_each_generation_continues_the_winner(pilot):
     assert rows[1]["drone_agent_steps"] == second["drone_agent_steps"]
 
 
+@pytest.mark.slow
+def test_study_budget_caps_each_generations_study(pilot):
+    # 65,536 steps is whole batches at every horizon the warm spaces sample (512 agents × 16..64)
+    per_trial = 65_536
+    proc = run_cli("autopilot", "--optimize", "--runs", "1", "--timesteps", "100000", "--study-trials", "3",
+                   "--study-timesteps", str(per_trial), "--study-budget", str(2 * per_trial + 1000),
+                   "--storage", f"sqlite:///{pilot}/s.db", "--json", cwd=pilot)
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result["study"]["trials_run"] == 2, "3 trials asked, 2 fit"
+    assert 0 < result["compute"]["study_agent_steps"] <= 2 * per_trial + 1000
+    one_line_error(run_cli("autopilot", "--study-budget", "0", cwd=pilot, timeout=120), "--study-budget")
+
+
 def test_a_budget_below_one_run_is_refused_before_anything_runs(pilot):
     proc = run_cli("autopilot", "--budget", "1000", "--timesteps", "100000", cwd=pilot, timeout=120)
     one_line_error(proc, "--budget", "the next run needs")
