@@ -115,7 +115,8 @@ def at(points: list[list], budget: float) -> float | None:
     return value
 
 
-def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = "drone_pp") -> dict:
+def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = "drone_pp",
+             study_budget: int | None = None) -> dict:
     log: list = []
     on_env = ["--env", env]
     work.mkdir(parents=True, exist_ok=True)
@@ -144,12 +145,14 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = 
     pilot = autopilot_dir(folder, seed)
     url = f"sqlite:///{folder}/s.db"
     more = ["--trials", str(trials)] if trials else []
+    capped = ["--budget", str(study_budget)] if study_budget else []
     drex("study", "--from-run", str(start_dir), "--storage", url, "--study-name", "first", "--json", *more,
-         *on_env, cwd=folder, log=log)
+         *capped, *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
     drex("export", "--study-name", "first", "--storage", url, "--out", str(pilot / "proposals" / "next_config.json"),
          "--baseline", str(pilot / "configs" / "baseline_quick.json"), "--json", cwd=folder, log=log)
-    study_more = ["--study-trials", str(trials)] if trials else []
+    study_more = (["--study-trials", str(trials)] if trials else []) + \
+        (["--study-budget", str(study_budget)] if study_budget else [])
     drex("autopilot", "--autopilot-dir", str(pilot), "--optimize", "--budget", str(rest - first),
          "--storage", url, "--json", *study_more, *on_env, cwd=folder, log=log)
     runs = runs_of(pilot)
@@ -162,7 +165,7 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = 
     pilot = autopilot_dir(folder, seed)
     url = f"sqlite:///{folder}/s.db"
     drex("study", "--from-run", str(start_dir), "--from-scratch", "--storage", url, "--study-name", "first",
-         "--json", *more, *on_env, cwd=folder, log=log)
+         "--json", *more, *capped, *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
     drex("export", "--study-name", "first", "--storage", url, "--out", str(pilot / "proposals" / "next_config.json"),
          "--baseline", str(pilot / "configs" / "baseline_quick.json"), "--json", cwd=folder, log=log)
@@ -243,6 +246,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", default="drone_pp", help="drone_pp or drone_pp_hard")
     parser.add_argument("--trials", type=int, default=None,
                         help="trials of every warm and scratch study (default: each focus's budget)")
+    parser.add_argument("--study-budget", type=int, default=None,
+                        help="agent steps each study may train (study --budget, autopilot --study-budget)")
     parser.add_argument("--design", action="store_true",
                         help=f"a probe on the design seeds {DESIGN_SEEDS}, written as warm_loop_design")
     return parser.parse_args(argv)
@@ -261,9 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda s: one_seed(s, budget, work / f"seed-{s}", trials, args.env), seeds))
+        results = list(pool.map(lambda s: one_seed(s, budget, work / f"seed-{s}", trials, args.env, args.study_budget),
+                                 seeds))
     settings = {"budget": budget, "budgets": budgets, "quick": args.quick, "work": str(work),
-                "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env, "trials": trials}
+                "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env, "trials": trials,
+                "study_budget": args.study_budget}
     stem = "warm_loop" if args.env == "drone_pp" else f"warm_loop_{args.env}"
     name = f"{stem}_design" if args.design else result_name(stem, args.quick)
     settings["name"] = name
