@@ -188,7 +188,11 @@ def markdown(info: dict, settings: dict, seeds: list[dict]) -> str:
               f"- evaluation seeds: {', '.join(str(s['seed']) for s in seeds)}; the warm search spaces were "
               f"written and probed on seeds {', '.join(map(str, DESIGN_SEEDS))} (never evaluated here)"),
              f"- every method starts from the quick baseline trained {START_STEPS:,} agent steps with the seed; "
-             f"total budget {settings['budget']:,} agent steps, the start run included", "",
+             f"total budget {settings['budget']:,} agent steps, the start run included",
+             "- studies: " + ", ".join(filter(None, [
+                 f"{settings['trials']} trials each" if settings.get("trials") else "each focus's own trial budget",
+                 f"at most {settings['study_budget']:,} agent steps each" if settings.get("study_budget") else None])),
+             "",
              "End-to-end success of the drone each method has at a total budget (its last completed run at or "
              "before it), median [min–max] over seeds:", ""]
     rows = []
