@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,6 +37,20 @@ def write_results(name: str, payload: dict, markdown: str, out: Path = RESULTS) 
 
 def _jsonable(value: object) -> object:
     return str(value) if isinstance(value, Path) else repr(value)
+
+
+def env_steps_per_s(env, actions: Sequence, steps: int, warmup: int = 50, rounds: int = 3) -> float:
+    """Agent-steps/s of ``env`` (reset already) stepping ``actions`` in turn, after ``warmup``
+    steps; best of ``rounds``: the machine's other load only slows a run down."""
+    for i in range(warmup):
+        env.step(actions[i % len(actions)])
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for i in range(steps):
+            env.step(actions[i % len(actions)])
+        best = max(best, steps * env.num_agents / (time.perf_counter() - t))
+    return best
 
 
 # ---------------------------------------------------------------- curves

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 # One core: pinned before numpy loads its BLAS.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -18,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402 - after the thread pinning above
 
-from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.common import RESULTS, env_steps_per_s  # noqa: E402
 from benchmarks.machine import describe, header_markdown  # noqa: E402
 from drex_opt.envs.drone_pp import DronePP  # noqa: E402
 
@@ -28,17 +27,8 @@ TOPOLOGIES = [(1, 16), (4, 16), (8, 16), (16, 16), (16, 64), (64, 16), (32, 64),
 def measure(num_envs: int, num_drones: int, steps: int) -> float:
     env = DronePP(num_envs=num_envs, num_drones=num_drones, seed=0)
     env.reset(0)
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (16, env.num_agents, 3)).astype(np.float32)
-    for i in range(50):
-        env.step(actions[i % 16])
-    best = 0.0
-    for _ in range(3):  # best of three: the machine's other load only slows a run down
-        t = time.perf_counter()
-        for i in range(steps):
-            env.step(actions[i % 16])
-        best = max(best, steps * env.num_agents / (time.perf_counter() - t))
-    return best
+    actions = np.random.default_rng(0).uniform(-1, 1, (16, env.num_agents, 3)).astype(np.float32)
+    return env_steps_per_s(env, actions, steps)
 
 
 def main() -> None:

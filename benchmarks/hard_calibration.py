@@ -28,10 +28,9 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, md_table, pct, result_name, write_results
+from benchmarks.common import RESULTS, env_steps_per_s, md_table, pct, result_name, write_results
 from benchmarks.machine import describe, header_markdown
 
 ENV = "drone_pp_hard"
@@ -156,15 +155,7 @@ def env_speed(steps: int) -> dict:
         env = module.make(num_envs=64, num_drones=16, seed=0)
         env.reset(0)
         actions = np.random.default_rng(0).uniform(-1, 1, (16, env.num_agents, 3)).astype(np.float32)
-        for i in range(50):
-            env.step(actions[i % 16])
-        best = 0.0
-        for _ in range(3):
-            t = time.perf_counter()
-            for i in range(steps):
-                env.step(actions[i % 16])
-            best = max(best, steps * env.num_agents / (time.perf_counter() - t))
-        out[name] = best
+        out[name] = env_steps_per_s(env, actions, steps)
     return out
 
 

@@ -164,10 +164,7 @@ class DronePPHard(base.DronePP):
 
         self.wind *= 1.0 - WIND_THETA * DT
         per_group = self.n_arenas // self.groups
-        if self.groups == 1:
-            gust = self._wind_rngs[0].standard_normal((per_group, 2), np.float32)
-        else:
-            gust = np.concatenate([rng.standard_normal((per_group, 2), np.float32) for rng in self._wind_rngs])
+        gust = np.concatenate([rng.standard_normal((per_group, 2), np.float32) for rng in self._wind_rngs])
         gust *= _WIND_SIGMA * np.sqrt(DT)
         self.wind += gust
 

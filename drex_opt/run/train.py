@@ -126,7 +126,7 @@ def build(config: dict, env_name: str, seed: int):
     backend = pufferlib.vector.Serial if vec["num_workers"] == 1 else pufferlib.vector.Multiprocessing
     notes = []
     if env_name in BUILTIN_ENVS:
-        module = importlib.import_module(f"drex_opt.envs.{BUILTIN_ENVS[env_name]}")
+        module = importlib.import_module(f"drex_opt.envs.{env_name}")
         env_kwargs = {"num_envs": config["env"]["num_envs"], "num_drones": config["env"]["num_drones"]}
         if backend is pufferlib.vector.Serial:
             # One process: the vec.num_envs sub-envs step as one batched env (same agents,
