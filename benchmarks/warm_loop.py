@@ -18,6 +18,10 @@ CLI in its own folder:
   --from-run START --from-scratch`` (the focus's scratch budget, early stopping as
   shipped), ``drex-opt export``, then one autopilot run with the winner (fresh weights).
 
+Warm studies are capped as the autopilot caps them by default (one run's agent steps, the
+first study included); the scratch study keeps its focus's own budget, as shipped.
+``--study-budget`` caps every study of both methods instead.
+
 The drone a method has at a budget B is the drone of its last *run* (not trial) that ended
 at or before B total agent steps (the start run's 1M counted for all), measured by that
 run's own final-window end-to-end success. Trials are never the measure: a winner's trial
@@ -69,6 +73,12 @@ def autopilot_dir(root: Path, seed: int, **policy) -> Path:
     (configs / "baseline_quick.json").write_text(json.dumps(base, indent=2))
     shutil.copy(ROOT / "autopilot" / "configs" / "baseline_full.json", configs / "baseline_full.json")
     return root / "autopilot"
+
+
+def run_steps() -> int:
+    """Agent steps of one autopilot run on the quick baseline."""
+    base = json.loads((ROOT / "autopilot" / "configs" / "baseline_quick.json").read_text())
+    return int(base["train"]["total_timesteps"])
 
 
 def runs_of(pilot: Path) -> list[dict]:
@@ -145,7 +155,9 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = 
     pilot = autopilot_dir(folder, seed)
     url = f"sqlite:///{folder}/s.db"
     more = ["--trials", str(trials)] if trials else []
-    capped = ["--budget", str(study_budget)] if study_budget else []
+    # The first study is capped as the autopilot caps its own (one run's agent steps) unless told.
+    first_cap = study_budget or run_steps()
+    capped = ["--budget", str(first_cap)]
     drex("study", "--from-run", str(start_dir), "--storage", url, "--study-name", "first", "--json", *more,
          *capped, *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
@@ -165,7 +177,7 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = 
     pilot = autopilot_dir(folder, seed)
     url = f"sqlite:///{folder}/s.db"
     drex("study", "--from-run", str(start_dir), "--from-scratch", "--storage", url, "--study-name", "first",
-         "--json", *more, *capped, *on_env, cwd=folder, log=log)
+         "--json", *more, *(["--budget", str(study_budget)] if study_budget else []), *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
     drex("export", "--study-name", "first", "--storage", url, "--out", str(pilot / "proposals" / "next_config.json"),
          "--baseline", str(pilot / "configs" / "baseline_quick.json"), "--json", cwd=folder, log=log)
@@ -191,7 +203,10 @@ def markdown(info: dict, settings: dict, seeds: list[dict]) -> str:
              f"total budget {settings['budget']:,} agent steps, the start run included",
              "- studies: " + ", ".join(filter(None, [
                  f"{settings['trials']} trials each" if settings.get("trials") else "each focus's own trial budget",
-                 f"at most {settings['study_budget']:,} agent steps each" if settings.get("study_budget") else None])),
+                 f"at most {settings['study_budget']:,} agent steps each" if settings.get("study_budget") else
+                 (f"warm studies at most one run's agent steps each ({settings['default_study_cap']:,}, the autopilot's "
+                  "default), the scratch study its focus's own budget"
+                  if settings.get("default_study_cap") else None)])),
              "",
              "End-to-end success of the drone each method has at a total budget (its last completed run at or "
              "before it), median [min–max] over seeds:", ""]
@@ -274,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                                  seeds))
     settings = {"budget": budget, "budgets": budgets, "quick": args.quick, "work": str(work),
                 "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env, "trials": trials,
-                "study_budget": args.study_budget}
+                "study_budget": args.study_budget, "default_study_cap": None if args.study_budget else run_steps()}
     stem = "warm_loop" if args.env == "drone_pp" else f"warm_loop_{args.env}"
     name = f"{stem}_design" if args.design else result_name(stem, args.quick)
     settings["name"] = name

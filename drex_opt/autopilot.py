@@ -303,20 +303,38 @@ def study_steps(run_dir: Path) -> int:
     return total
 
 
+def study_cap(settings: AutopilotSettings, run_dir: Path) -> tuple[float, str]:
+    """The agent steps a generation's study may train, and what set that cap.
+
+    ``--study-budget`` when given. Otherwise a study sized by its focus trains at most what
+    the run it follows trained: a generation is one run plus a search no dearer than it, so
+    the loop never spends most of its compute searching before the drone gains from it
+    (warm trials of a few hundred thousand steps, several per focus, would). Trials or steps
+    per trial given explicitly size the study themselves: no default cap.
+    """
+    if settings.study_budget is not None:
+        return settings.study_budget, "--study-budget"
+    if settings.study_trials is None and settings.study_timesteps is None:
+        cfg = read_json_object(run_dir / "config.json", "run config")
+        return int(cfg["train"]["total_timesteps"]), "one run's agent steps (the default study cap)"
+    return math.inf, "no cap"
+
+
 def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult,
                    ledger: Ledger | None = None) -> None:
     """Study the run's focus, every trial continuing the run's drone; export the winner and
-    its checkpoint. With a budget (the loop's and ``--study-budget``) the study gets the
-    trials that fit (at least two: the control and one change), else none."""
+    its checkpoint. Within the loop's budget and the study cap (``study_cap``) the study gets
+    the trials that fit (at least two: the control and one change), else none."""
     ledger = ledger or Ledger(None)
     plan = planning.plan(planning.StudySettings(
         from_run=run_dir, baseline=str(run_dir / "config.json"), env=settings.env, storage=settings.storage,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    allowed = min(ledger.left(), settings.study_budget or math.inf)
+    cap, cap_name = study_cap(settings, run_dir)
+    allowed = min(ledger.left(), cap)
     if planning.fit_budget(plan, allowed) < 2:
-        which = "--study-budget allows" if allowed < ledger.left() else "the budget leaves"
+        which = f"{cap_name} allows" if allowed < ledger.left() else "the budget leaves"
         reason = (f"no study after run {run_dir.name}: {which} {int(allowed):,} agent steps, "
                   f"two trials of {plan.timesteps:,} need {2 * planning.trial_steps_bound(plan):,}")
         out.problems.append(reason)

@@ -298,7 +298,7 @@ def autopilot(
     storage: StorageOpt = None,
     study_trials: Annotated[Optional[int], typer.Option("--study-trials", help="Trials of each --optimize study (default: the focus's budget).")] = None,
     study_timesteps: Annotated[Optional[int], typer.Option("--study-timesteps", help="Steps per trial of each --optimize study.")] = None,
-    study_budget: Annotated[Optional[int], typer.Option("--study-budget", help="Agent steps each --optimize study may train: the trials that fit run (at least two), else that run gets no study.")] = None,
+    study_budget: Annotated[Optional[int], typer.Option("--study-budget", help="Agent steps each --optimize study may train: the trials that fit run (at least two), else that run gets no study. Default: the agent steps of the run it follows, unless --study-trials or --study-timesteps size the study.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel trials of each --optimize study.")] = 1,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Kill a training run after this many seconds.")] = None,
     as_json: JsonOpt = False,
