@@ -230,11 +230,13 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
         next_step = "the run did not complete; the next run reuses the baseline (next_config.json is {})"
     elif not searchable:
         reason = ("the drone was not observed (no behaviour statistic arrived)" if focus == behavior.TRAIN_LONGER
-                  else f"its analysis gives {focus}, which has no search space")
+                  else f"{settings.env} logs none of the behaviour inputs, so there is no diagnosis to search"
+                  if focus == behavior.NAME_A_FOCUS else f"its analysis gives {focus}, which has no search space")
         otherwise = ("the next run continues this drone unchanged" if settings.optimize and summary.get("checkpoint")
                      else "otherwise it reuses the baseline")
-        next_step = (f"no study: {reason}; give the next run more train.total_timesteps in {pilot.proposal_path}, "
-                     f"{otherwise}")
+        todo = (f"study it with drex-opt study --focus FOCUS --env {settings.env}" if focus == behavior.NAME_A_FOCUS
+                else f"give the next run more train.total_timesteps in {pilot.proposal_path}")
+        next_step = f"no study: {reason}; {todo}, {otherwise}"
     elif settings.optimize:
         next_step = (f"search focus {focus} with a study whose trials continue this run's drone (trial 0 "
                      f"unchanged) and export the winner, with its checkpoint, to {pilot.proposal_path}"

@@ -27,7 +27,31 @@ app = typer.Typer(
 )
 
 # Shared options, declared once.
+EnvOpt = Annotated[str, typer.Option("--env", help="drone_pp or drone_pp_hard (built in), a PufferLib environment name (puffer_drone, puffer_drone_delivery) or module:Class.")]
+EnvConfigOpt = Annotated[Optional[Path], typer.Option("--env-config", help="A PufferLib .ini for the env (its env, vec, policy, rnn, train and drex.metrics sections); replaces the installed one's, gives a module:Class env its settings.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
+
+
+def env_id(env: str, env_config: Optional[Path]) -> str:
+    from drex_opt.envs import BUILTIN_ENVS
+    from drex_opt.envs.puffer import make_env_id
+
+    if env_config is not None and env in BUILTIN_ENVS:
+        raise UserError(f"--env-config is for PufferLib envs; {env} is built in and takes its settings from the run config")
+    if env_config is not None and not env_config.is_file():
+        raise UserError(f"--env-config {env_config}: no such file")
+    return make_env_id(env, env_config)
+
+
+def _warn_topology(cfg: dict, env: str) -> None:
+    """A foreign env trained with far fewer agents than its .ini configures: say so first."""
+    from drex_opt.run import runner
+
+    shrunk = runner.topology_warning(cfg, env)
+    if shrunk:
+        typer.echo(f"warning: {shrunk}", err=True)
+
+
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Use drex-opt's rules on the run's metrics instead of the behavioral_analysis its summary stores.")]
 
 
@@ -72,7 +96,8 @@ def train(
     timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Override train.total_timesteps.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Override train.seed.")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder (default: $PUFFER_AUTOPILOT_RUN_DIR or autopilot/runs/<UTC timestamp>).")] = None,
-    env: Annotated[str, typer.Option("--env", help="drone_pp or drone_pp_hard (built in), or a PufferLib environment name such as puffer_drone_delivery.")] = "drone_pp",
+    env: EnvOpt = "drone_pp",
+    env_config: EnvConfigOpt = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", help="Kill the training after this many seconds (status timeout).")] = None,
     load_model: Annotated[Optional[Path], typer.Option("--load-model-path", help="Start from this checkpoint (.pt) instead of fresh weights.")] = None,
     as_json: JsonOpt = False,
@@ -82,7 +107,7 @@ def train(
     from drex_opt.views import console
 
     job = runner.prepare_training(config_path=config, override_path=override, timesteps=timesteps, seed=seed,
-                                  run_dir=run_dir, env_name=env, timeout=timeout, load_model=load_model)
+                                  run_dir=run_dir, env_name=env_id(env, env_config), timeout=timeout, load_model=load_model)
     for warning in job.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if as_json:
@@ -213,7 +238,8 @@ def study(
     from_scratch: Annotated[bool, typer.Option("--from-scratch", help="With --from-run: trials train fresh weights instead of continuing the run's checkpoint.")] = False,
     warm_start: Annotated[Optional[Path], typer.Option("--warm-start", help="Every trial continues this checkpoint (.pt) instead.")] = None,
     baseline: Annotated[Optional[str], typer.Option("--baseline", "-b", help="quick, full or a path to a full config (default: the --from-run run's config.json, else quick).", show_default=False)] = None,
-    env: Annotated[str, typer.Option("--env", help="drone_pp, drone_pp_hard or a PufferLib environment name.")] = "drone_pp",
+    env: EnvOpt = "drone_pp",
+    env_config: EnvConfigOpt = None,
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="New trials to run (default: the space's budget).")] = None,
@@ -238,12 +264,13 @@ def study(
     # A shell starts background jobs with SIGINT ignored; a study must still stop cleanly on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = planning.StudySettings(
-        focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env, storage=storage,
+        focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env_id(env, env_config), storage=storage,
         study_name=study_name, trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
         budget=budget, trial_timeout=trial_timeout, early_stopping=not no_early_stopping, forked=not no_fork,
         from_scratch=from_scratch, warm_start=warm_start,
     )
     plan = planning.plan(settings)
+    _warn_topology(plan.baseline, plan.env)
     monitor = StudyMonitor(plan)
     if as_json:
         result = study_mod.run(plan, monitor)
@@ -294,7 +321,8 @@ def autopilot(
     optimize: Annotated[bool, typer.Option("--optimize", help="After each run, study its focus and export the winner as the next proposal.")] = False,
     timesteps: Annotated[Optional[int], typer.Option("--timesteps", help="Override train.total_timesteps of every run.")] = None,
     autopilot_dir: Annotated[Path, typer.Option("--autopilot-dir", help="Folder with configs/, proposals/, runs/, logs/, models/.")] = Path("autopilot"),
-    env: Annotated[str, typer.Option("--env", help="drone_pp, drone_pp_hard or a PufferLib environment name.")] = "drone_pp",
+    env: EnvOpt = "drone_pp",
+    env_config: EnvConfigOpt = None,
     storage: StorageOpt = None,
     study_trials: Annotated[Optional[int], typer.Option("--study-trials", help="Trials of each --optimize study (default: the focus's budget).")] = None,
     study_timesteps: Annotated[Optional[int], typer.Option("--study-timesteps", help="Steps per trial of each --optimize study.")] = None,
@@ -309,7 +337,7 @@ def autopilot(
     _quiet_optuna()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = autopilot_mod.AutopilotSettings(
-        mode=mode, runs=runs, budget=budget, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env,
+        mode=mode, runs=runs, budget=budget, optimize=optimize, timesteps=timesteps, autopilot_dir=autopilot_dir, env=env_id(env, env_config),
         storage=storage, study_trials=study_trials, study_timesteps=study_timesteps, study_budget=study_budget,
         jobs=jobs, timeout=timeout,
     )

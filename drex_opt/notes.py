@@ -136,6 +136,8 @@ def study_entry(info: dict) -> str:
                  + (f" ({seen:,} agent steps trained)" if isinstance(seen, int) else ""))
     lines.append(_wrap(f"What was tried: {info['trials']} trials of {info['timesteps']:,} steps on the "
                        f"{info['baseline']} baseline, {start} ({states}).", ""))
+    if info.get("objectives_note"):
+        lines.append(_wrap(f"Objectives: {info['objectives_note']}.", ""))
     lines.append(_wrap(f"What won: {info['explanation']}", ""))
     if info.get("versus_baseline"):
         control = "the control (continuing unchanged)" if info.get("warm_start") else "the baseline trial"

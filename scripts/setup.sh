@@ -12,7 +12,17 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 
 # A stamp keyed on the files that define the environment makes re-runs instant.
 stamp="$VENV/.drex-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+
+# PufferLib's C envs named in DREX_PUFFER_ENVS (e.g. "drone"), built offline from its source
+# distribution; none by default, so the default set-up stays as fast.
+build_c_envs() {
+    if [ -n "${DREX_PUFFER_ENVS:-}" ]; then
+        "$VENV/bin/python" scripts/build_puffer_envs.py "$DREX_PUFFER_ENVS"
+    fi
+}
+
 if [ -f "$stamp" ] && "$VENV/bin/python" -c "import pufferlib, drex_opt" 2>/dev/null; then
+    build_c_envs
     exit 0
 fi
 
@@ -52,3 +62,4 @@ fi
 $PIP install -e ".[test]"
 rm -f "$VENV"/.drex-setup-*
 touch "$stamp"
+build_c_envs

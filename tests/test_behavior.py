@@ -343,7 +343,8 @@ class TestUnobserved:
         assert result["missing_metrics"] == list(INPUTS)
 
     def test_constants_stay_out_of_the_diagnosis(self):
-        assert behavior.UNOBSERVED_FOCI == (behavior.FIX_RUN, behavior.TRAIN_LONGER) == ("fix_run", "train_longer")
+        assert behavior.UNOBSERVED_FOCI == (behavior.FIX_RUN, behavior.TRAIN_LONGER, behavior.NAME_A_FOCUS) \
+            == ("fix_run", "train_longer", "name_a_focus")
         assert behavior.UNOBSERVED_SEVERITIES == (behavior.FAILED, behavior.NOT_OBSERVED) == ("failed", "not_observed")
         assert not set(behavior.UNOBSERVED_FOCI) & set(FOCI)
         assert not set(behavior.UNOBSERVED_SEVERITIES) & set(SEVERITIES)

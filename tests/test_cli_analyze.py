@@ -120,6 +120,17 @@ class TestAnalyze:
         printed = json.loads(result.stdout)
         assert printed["severity"] == "critical" and printed["next_focus"] == "diagnostic_grip"
 
+    def test_a_training_log_without_behaviour_statistics_is_explained_not_refused(self, tmp_path):
+        # PuffeRL logged its own counters but the env never reported (a budget shorter than
+        # its report interval): the drone was not observed, which is not a diagnosis.
+        log = tmp_path / "train.log"
+        log.write_text("boot\n" + json.dumps({"SPS": 3000.0, "agent_steps": 500_000, "losses/entropy": 1.1}) + "\n")
+        result = runner.invoke(app, ["analyze", str(log), "--json"])
+        assert result.exit_code == 0, result.output
+        printed = json.loads(result.stdout)
+        assert (printed["severity"], printed["next_focus"]) == ("not_observed", "train_longer")
+        assert "not observed" in printed["insights"][0]
+
     def test_never_writes(self, tmp_path):
         folder = write_run(tmp_path, "r1", summary("r1", "2025-11-26T10:00:00Z", 0.35, 0.02, 0.0))
         before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
+from drex_opt.rules.objectives import OBJECTIVES
 from drex_opt.search import dashboard
 
 from cli_helpers import CLI, cli_env, run_cli
@@ -165,7 +166,7 @@ def test_artifact_folder_sits_next_to_the_storage(url, folder):
 def test_record_trial_never_raises_and_needs_a_running_trial(tmp_path, caplog):
     url = f"sqlite:///{tmp_path}/s.db"
     study = optuna.create_study(storage=url, directions=["maximize"] * 3)
-    plan = SimpleNamespace(storage_url=url, study_name=study.study_name)
+    plan = SimpleNamespace(storage_url=url, study_name=study.study_name, objectives=OBJECTIVES)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "summary.json").write_text('{"status": "completed"}')

@@ -291,6 +291,30 @@ def test_study_budget_caps_each_generations_study(pilot):
     one_line_error(run_cli("autopilot", "--study-budget", "0", cwd=pilot, timeout=120), "--study-budget")
 
 
+@pytest.mark.slow
+def test_by_default_a_generations_study_trains_no_more_than_its_run(pilot):
+    # A 100k-step run cannot pay for two warm trials of any focus (300k steps at least), so
+    # with the default cap the run gets no study, and says why; nothing was trained for one.
+    proc = run_cli("autopilot", "--optimize", "--runs", "1", "--timesteps", "100000",
+                   "--storage", f"sqlite:///{pilot}/s.db", "--json", cwd=pilot)
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result["study"] is None and result["compute"]["study_agent_steps"] == 0
+    [problem] = [p for p in result["problems"] if "no study" in p]
+    assert "one run's agent steps (the default study cap) allows 100,000" in problem, problem
+
+
+def test_the_study_cap_is_the_runs_steps_unless_the_user_sized_the_study(tmp_path):
+    from drex_opt import autopilot
+
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"total_timesteps": 1_234_567}}))
+    cap = lambda **kw: autopilot.study_cap(autopilot.AutopilotSettings(**kw), tmp_path)[0]
+    assert cap() == 1_234_567
+    assert cap(study_budget=5_000) == 5_000
+    assert cap(study_budget=5_000, study_trials=9) == 5_000
+    assert cap(study_trials=9) == float("inf") and cap(study_timesteps=100_000) == float("inf")
+
+
 def test_a_budget_below_one_run_is_refused_before_anything_runs(pilot):
     proc = run_cli("autopilot", "--budget", "1000", "--timesteps", "100000", cwd=pilot, timeout=120)
     one_line_error(proc, "--budget", "the next run needs")

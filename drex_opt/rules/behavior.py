@@ -37,10 +37,13 @@ FAILED = "failed"  #: severity: the run did not complete before its first report
 NOT_OBSERVED = "not_observed"  #: severity: the run completed but no statistic arrived
 FIX_RUN = "fix_run"  #: next_focus of a FAILED run: make the run work first
 TRAIN_LONGER = "train_longer"  #: next_focus of a NOT_OBSERVED run: a budget long enough to report
+#: next_focus of a run whose env reported statistics, none of them a rule input (an env that
+#: is not a pick-and-place task, such as PufferLib's ``drone``): name a focus to study it.
+NAME_A_FOCUS = "name_a_focus"
 #: Every ``severity`` of an analysis that does not diagnose the drone.
 UNOBSERVED_SEVERITIES = (FAILED, NOT_OBSERVED)
 #: Every ``next_focus`` of an analysis that does not diagnose the drone (no search space).
-UNOBSERVED_FOCI = (FIX_RUN, TRAIN_LONGER)
+UNOBSERVED_FOCI = (FIX_RUN, TRAIN_LONGER, NAME_A_FOCUS)
 
 #: Where the analysis of a run came from: the ``behavioral_analysis`` its summary holds, or
 #: drex-opt's rules applied to its metrics.
@@ -131,8 +134,12 @@ def _read(value: Any) -> tuple[float | None, bool]:
     return x, False
 
 
-def _rule_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, float], list[str], list[str]]:
-    """(each input as a fraction for the rules, the missing ones, out-of-range insights)."""
+def _rule_inputs(inputs: Mapping[str, Any], not_logged=()) -> tuple[dict[str, float], list[str], list[str]]:
+    """(each input as a fraction for the rules, the missing ones, out-of-range insights).
+
+    A missing input counts as 0, as the contract says, unless the env does not log it at
+    all (``not_logged``): then it is unknown, NaN here, and every comparison with it is false.
+    """
     source = inputs if isinstance(inputs, Mapping) else {}
     values: dict[str, float] = {}
     missing: list[str] = []
@@ -142,7 +149,7 @@ def _rule_inputs(inputs: Mapping[str, Any]) -> tuple[dict[str, float], list[str]
         x, clipped = _read(raw)
         if x is None:
             missing.append(name)
-            x = 0.0
+            x = math.nan if name in not_logged else 0.0
         elif clipped:
             out_of_range.append(
                 f"{name} = {_show(raw)} is outside [0, 1]; clipped to {x:g} for the rules"
@@ -171,12 +178,18 @@ def _grip_efficiency(values: Mapping[str, float]) -> float:
     return grip_efficiency
 
 
-def analyze(inputs: Mapping[str, Any]) -> dict:
+def analyze(inputs: Mapping[str, Any], not_logged=()) -> dict:
     """Compute the ``behavioral_analysis`` object of the contract from the 8 rule inputs.
 
     Args:
         inputs: values keyed by the names in :data:`INPUTS`; other keys are ignored. A
             non-mapping counts as all inputs missing.
+        not_logged: inputs the env does not log at all (an env with other statistics, such
+            as a drone_delivery version without ``perfect_now``). Each is *unknown*, not 0:
+            a row or severity condition that compares it does not hold, so no rule fires on
+            a number nobody measured; the rows that need only logged inputs keep the
+            contract's outcomes. Listed in ``not_logged`` and an insight. Empty (the
+            default): the contract exactly, every missing input counts as 0.
 
     Returns:
         ``insights``, ``severity``, ``next_focus``, ``grip_efficiency``,
@@ -187,8 +200,10 @@ def analyze(inputs: Mapping[str, Any]) -> dict:
     clipped before the rules; comparisons are strict, so a value exactly at a threshold
     does not trigger its rule. Never raises.
     """
-    values, missing, out_of_range = _rule_inputs(inputs)
-    shown = {name: pct(x) for name, x in values.items()}
+    unknown = [name for name in INPUTS if name in set(not_logged)]
+    values, missing, out_of_range = _rule_inputs(inputs, unknown)
+    unknown = [name for name in unknown if name in missing]
+    shown = {name: pct(x, "unknown") for name, x in values.items()}
     insights = [sentence.format(**shown) for _, holds, sentence in _RULES if holds(values)]
     next_focus = next((focus for focus, holds, _ in _RULES if holds(values)), "continue")
     severity = _severity(values)
@@ -197,10 +212,13 @@ def analyze(inputs: Mapping[str, Any]) -> dict:
     if values["oob_rate"] > 0.5:
         insights.append(f"High out-of-bounds rate: {shown['oob_rate']} of episodes end out of bounds")
     insights.extend(out_of_range)
-    if missing:
-        insights.append(f"Missing metrics (counted as 0 for the rules): {', '.join(missing)}")
+    counted = [name for name in missing if name not in unknown]
+    if counted:
+        insights.append(f"Missing metrics (counted as 0 for the rules): {', '.join(counted)}")
+    if unknown:
+        insights.append(f"Not logged by this env (unknown; rules that compare them do not fire): {', '.join(unknown)}")
 
-    return {
+    out = {
         "insights": insights,
         "severity": severity,
         "next_focus": next_focus,
@@ -213,6 +231,10 @@ def analyze(inputs: Mapping[str, Any]) -> dict:
         },
         "missing_metrics": missing,
     }
+    if unknown:
+        out["not_logged"] = unknown
+        out["metrics_summary"] = {k: ("n/a" if v == "unknown" else v) for k, v in out["metrics_summary"].items()}
+    return out
 
 
 def disagreement(existing: Mapping[str, Any] | None, ours: Mapping[str, Any]) -> list[str]:
@@ -238,7 +260,7 @@ def observed(inputs: Mapping[str, Any]) -> bool:
     return any(_read(source.get(name))[0] is not None for name in INPUTS)
 
 
-def unobserved(status: Any = None, error: Any = None) -> dict:
+def unobserved(status: Any = None, error: Any = None, logged: Any = ()) -> dict:
     """The analysis of a run whose drone was never observed: it says why, it diagnoses nothing.
 
     Shaped like :func:`analyze`'s result, with ``grip_efficiency`` 0, every input in
@@ -249,7 +271,9 @@ def unobserved(status: Any = None, error: Any = None) -> dict:
             ``timeout``, ``stopped``, ...) means the run ended before its first report:
             severity :data:`FAILED`, next_focus :data:`FIX_RUN`. Otherwise the run went on
             but no statistic arrived: severity :data:`NOT_OBSERVED`, next_focus
-            :data:`TRAIN_LONGER`.
+            :data:`TRAIN_LONGER`; but when the env did report statistics (``logged``, their
+            names), none of them a rule input, it is an env this analysis cannot read:
+            next_focus :data:`NAME_A_FOCUS`.
         error: the run's error, quoted (first line) in the insight of a failed run.
     """
     if status is not None and status != "completed":
@@ -257,6 +281,12 @@ def unobserved(status: Any = None, error: Any = None) -> dict:
         severity, next_focus = FAILED, FIX_RUN
         insight = (f"Run failed before its first report ({status}: {reason}) — nothing is known about the "
                    "drone; fix the run, then train again")
+    elif logged:
+        names = sorted(str(k) for k in logged)
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        severity, next_focus = NOT_OBSERVED, NAME_A_FOCUS
+        insight = (f"The env reported statistics ({shown}) but none of the behaviour inputs (grip, delivery, ...) "
+                   "— no diagnosis; name a focus to study it (its objectives are what it logs)")
     else:
         severity, next_focus = NOT_OBSERVED, TRAIN_LONGER
         insight = ("No behaviour statistic arrived during the run (the budget may be shorter than the "
@@ -271,14 +301,16 @@ def unobserved(status: Any = None, error: Any = None) -> dict:
     }
 
 
-def analyze_run(inputs: Mapping[str, Any], status: Any = None, error: Any = None) -> dict:
+def analyze_run(inputs: Mapping[str, Any], status: Any = None, error: Any = None, not_logged=(),
+                logged=()) -> dict:
     """drex-opt's reading of a run: :func:`analyze` when any input was observed, else
-    :func:`unobserved` (``status`` and ``error`` only matter then).
+    :func:`unobserved` (``status``, ``error`` and the statistics ``logged`` only matter then).
 
-    Partly missing inputs still count as 0, as the contract says; only a run with no input
-    at all is left undiagnosed.
+    Partly missing inputs still count as 0, as the contract says, unless the env does not
+    log them (``not_logged``, see :func:`analyze`); a run with no input at all is left
+    undiagnosed.
     """
-    return analyze(inputs) if observed(inputs) else unobserved(status, error)
+    return analyze(inputs, not_logged) if observed(inputs) else unobserved(status, error, logged)
 
 
 def stored_problem(stored: Any) -> str | None:

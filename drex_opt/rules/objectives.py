@@ -1,4 +1,4 @@
-"""The study's vocabulary: the three objectives, how they rank, and how they are shown.
+"""The study's vocabulary: the objectives, how they rank, and how they are shown.
 
 Every module that names, orders or prints the objectives takes them from here, so "best"
 means the same thing in a study, its report, its export and the autopilot's best run.
@@ -9,26 +9,59 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-#: The maximised objectives, in the order Optuna stores a trial's values.
+#: The drone task's maximised objectives, in the order Optuna stores a trial's values when
+#: the env logs all three (every built-in env does).
 OBJECTIVES = ("grip_success", "delivery_success", "end_to_end_success")
+#: The env's own score (``environment/score``, what PufferLib's sweeps maximise by default):
+#: the objective of a study on an env that logs none of :data:`OBJECTIVES`.
+SCORE = "score"
+#: Every objective a study can have. A study optimises the ones its env logs, in this order
+#: (its ``objectives`` attribute names them; :func:`study_objectives`).
+VOCABULARY = (*OBJECTIVES, SCORE)
+#: Short human names.
+LABEL = {"grip_success": "grip", "delivery_success": "delivery", "end_to_end_success": "end-to-end", SCORE: "score"}
 #: Short human names of :data:`OBJECTIVES`, same order.
-LABELS = ("grip", "delivery", "end-to-end")
+LABELS = tuple(LABEL[name] for name in OBJECTIVES)
 #: ``user_attrs["role"]`` of a study's reference trial (the baseline configuration).
 BASELINE_ROLE = "baseline"
 
-#: Which objective decides first, then second, then third (indices into OBJECTIVES).
+#: Which objective decides first, then second, ... (names; a study uses those it has).
 #: The default is the owner's: end-to-end success, then delivery, then grip.
-RANKINGS: dict[str, tuple[int, int, int]] = {
-    "e2e": (2, 1, 0),
-    "delivery": (1, 2, 0),
-    "grip": (0, 1, 2),
+RANKINGS: dict[str, tuple[str, ...]] = {
+    "e2e": ("end_to_end_success", "delivery_success", "grip_success", SCORE),
+    "delivery": ("delivery_success", "end_to_end_success", "grip_success", SCORE),
+    "grip": ("grip_success", "delivery_success", "end_to_end_success", SCORE),
 }
 DEFAULT_RANKING = RANKINGS["e2e"]
 
 
-def rank_key(values, order: tuple[int, ...] = DEFAULT_RANKING) -> tuple[float, ...]:
-    """Sort key (higher is better) of objective ``values`` under ``order``."""
-    return tuple(values[i] for i in order)
+def measured(names) -> tuple[str, ...]:
+    """``names`` as a study's objectives: those of :data:`VOCABULARY`, in its order."""
+    chosen = set(names)
+    return tuple(name for name in VOCABULARY if name in chosen)
+
+
+def study_objectives(study) -> tuple[str, ...]:
+    """The objectives a study optimises, in the order of its trials' values.
+
+    Its ``objectives`` attribute; a study written before objectives could differ has all three.
+    """
+    names = study.user_attrs.get("objectives")
+    if isinstance(names, list) and names and all(n in VOCABULARY for n in names) \
+            and len(names) == len(study.directions):
+        return tuple(names)
+    return OBJECTIVES
+
+
+def ranked(names, ranking: tuple[str, ...] = DEFAULT_RANKING) -> tuple[str, ...]:
+    """``names`` in the order ``ranking`` decides them."""
+    return tuple(name for name in ranking if name in names)
+
+
+def rank_key(values, names=OBJECTIVES, ranking: tuple[str, ...] = DEFAULT_RANKING) -> tuple[float, ...]:
+    """Sort key (higher is better) of objective ``values`` (in ``names`` order) under ``ranking``."""
+    position = {name: i for i, name in enumerate(names)}
+    return tuple(values[position[name]] for name in ranked(names, ranking))
 
 
 def run_rank(summary: Mapping[str, Any]) -> tuple[float, ...]:
@@ -37,7 +70,7 @@ def run_rank(summary: Mapping[str, Any]) -> tuple[float, ...]:
         v = summary.get(key)
         return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
 
-    return tuple(value(k) for k in (*rank_key(OBJECTIVES), "mean_reward"))
+    return tuple(value(k) for k in (*DEFAULT_RANKING, "mean_reward"))
 
 
 def trial_means(study, trial) -> tuple[float, float, float]:
@@ -59,25 +92,35 @@ def pct(value: Any, missing: str = "-") -> str:
     return f"{value:.1%}"
 
 
-def best_trial(study, order: tuple[int, ...] = DEFAULT_RANKING):
-    """The Pareto trial ranked first by ``order`` (means where repeated); None before any completes."""
+def show(name: str, value: Any, missing: str = "-") -> str:
+    """An objective's value as people read it: a percentage, or the env's score as a number."""
+    if name != SCORE:
+        return pct(value, missing)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return missing
+    return f"{value:.3g}"
+
+
+def best_trial(study, ranking: tuple[str, ...] = DEFAULT_RANKING):
+    """The Pareto trial ranked first by ``ranking`` (means where repeated); None before any completes."""
     front = study.best_trials
     if not front:
         return None
-    return max(front, key=lambda t: rank_key(trial_means(study, t), order))
+    names = study_objectives(study)
+    return max(front, key=lambda t: rank_key(trial_means(study, t), names, ranking))
 
 
-def from_summary(summary: Mapping[str, Any]) -> tuple[float, float, float]:
-    """A completed run's objectives from its ``summary.json``, in :data:`OBJECTIVES` order.
+def from_summary(summary: Mapping[str, Any], names=OBJECTIVES) -> tuple[float, ...]:
+    """A completed run's objectives ``names`` from its ``summary.json``, in that order.
 
     Raises:
         ValueError: ``"missing metrics: <names>"`` for each objective absent or not a finite number.
     """
-    missing = [name for name in OBJECTIVES if isinstance(summary.get(name), bool)
+    missing = [name for name in names if isinstance(summary.get(name), bool)
                or not isinstance(summary.get(name), (int, float)) or not math.isfinite(summary[name])]
     if missing:
         raise ValueError(f"missing metrics: {', '.join(missing)}")
-    return tuple(float(summary[name]) for name in OBJECTIVES)  # type: ignore[return-value]
+    return tuple(float(summary[name]) for name in names)
 
 
 def baseline_trial(study):
@@ -98,12 +141,13 @@ def versus_baseline(study, trial) -> dict | None:
     base = baseline_trial(study)
     if base is None:
         return None
+    names = study_objectives(study)
     mine, theirs = trial_means(study, trial), trial_means(study, base)
     return {
         "baseline_trial": base.number, "trial": trial.number,
-        "baseline": dict(zip(OBJECTIVES, theirs)), "values": dict(zip(OBJECTIVES, mine)),
-        "gain": {name: m - b for name, m, b in zip(OBJECTIVES, mine, theirs)},
-        "beat": trial.number != base.number and rank_key(mine) > rank_key(theirs),
+        "baseline": dict(zip(names, theirs)), "values": dict(zip(names, mine)),
+        "gain": {name: m - b for name, m, b in zip(names, mine, theirs)},
+        "beat": trial.number != base.number and rank_key(mine, names) > rank_key(theirs, names),
     }
 
 
@@ -114,10 +158,11 @@ def describe_versus(versus: Mapping[str, Any] | None, warm: bool = False) -> str
         return None
     control = "continuing the drone unchanged" if warm else "the baseline trial"
     b, gain = versus["baseline"], versus["gain"]
-    head = (f"{control} (trial {versus['baseline_trial']}) had grip {pct(b[OBJECTIVES[0]])}, delivery "
-            f"{pct(b[OBJECTIVES[1]])}, end-to-end {pct(b[OBJECTIVES[2]])}")
+    names = [n for n in VOCABULARY if n in b]
+    head = f"{control} (trial {versus['baseline_trial']}) had " + ", ".join(f"{LABEL[n]} {show(n, b[n])}" for n in names)
     if versus["trial"] == versus["baseline_trial"]:
         return f"{head}; it is the best trial itself: no change beat it at this budget"
     verdict = "beats it" if versus["beat"] else "does not beat it"
-    return (f"{head}; the winner {verdict}: {100 * gain[OBJECTIVES[2]]:+.1f} pts end-to-end, "
-            f"{100 * gain[OBJECTIVES[1]]:+.1f} pts delivery, {100 * gain[OBJECTIVES[0]]:+.1f} pts grip")
+    moves = [f"{100 * gain[n]:+.1f} pts {LABEL[n]}" if n != SCORE else f"{gain[n]:+.3g} score"
+             for n in ranked(names)]
+    return f"{head}; the winner {verdict}: " + ", ".join(moves)

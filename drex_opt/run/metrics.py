@@ -30,7 +30,7 @@ from typing import Any
 
 from drex_opt.errors import UserError
 from drex_opt.rules import behavior
-from drex_opt.rules.objectives import OBJECTIVES
+from drex_opt.rules.objectives import OBJECTIVES, SCORE
 
 #: Named summary fields and the PufferLib log key each one comes from.
 NAMED_FROM_RAW: dict[str, str] = {
@@ -51,6 +51,8 @@ _LOSSES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "exp
 _SUMMARY_MARKERS = (*OBJECTIVES, "metrics_extended", "behavioral_analysis", "trainer_summary")
 _TIMESTAMP_KEYS = ("timestamp", "finished_at", "started_at", "created_at")
 _EXTRA_KEYS = ("mean_reward", "episode_length", "status", "error", "SPS", "agent_steps", "drone_agent_steps")
+#: Summary lists the analysis reads back on a recompute: what the env did and did not log.
+_LOGGING_KEYS = ("not_logged", "logged")
 #: The autopilot's record of one iteration's compute, in its run folder (see run_history).
 COMPUTE_FILE = "compute.json"
 
@@ -106,13 +108,23 @@ def _finite(value: Any) -> float | int | None:
     return x if math.isfinite(x) else None
 
 
-def named_metrics(raw: Mapping[str, Any], status: str | None = None, error: str | None = None) -> dict:
+def env_logged(raw: Mapping[str, Any]) -> list[str]:
+    """The statistics an env reported in ``raw`` (``environment/<key>`` → ``<key>``)."""
+    return sorted(k.split("/", 1)[1] for k in raw if isinstance(k, str) and k.startswith("environment/"))
+
+
+def named_metrics(raw: Mapping[str, Any], status: str | None = None, error: str | None = None,
+                  metric_map: Mapping[str, str] | None = None) -> dict:
     """Build the summary fields drex-opt writes from a flat dict of PufferLib log keys.
 
     Args:
         raw: ``environment/*``, ``losses/*``, ``SPS``, ``agent_steps`` as PuffeRL logs them.
         status: the run's status (``completed``, ``failed``, ...) and ``error`` its error:
             they explain a run none of whose rule inputs arrived (:func:`behavior.unobserved`).
+        metric_map: for an env that is not built in: summary name → the env's own log key
+            (without ``environment/``; None: not logged) for the names it maps; the others keep the brief's
+            keys. An input whose key never arrived while other statistics did is one the env
+            does not log: listed in ``not_logged`` and unknown to the analysis, not 0.
 
     Returns:
         ``grip_success``, ``delivery_success``, ``end_to_end_success``, ``mean_reward``,
@@ -121,17 +133,30 @@ def named_metrics(raw: Mapping[str, Any], status: str | None = None, error: str 
         (:func:`behavior.analyze_run`), so every summary carries its analysis. Absent,
         non-numeric or non-finite values are None.
     """
+    keys = dict(NAMED_FROM_RAW)
+    keys[SCORE] = f"environment/{SCORE}"
+    keys.update({name: None if key is None else f"environment/{key}" for name, key in (metric_map or {}).items()})
     fields: dict[str, Any] = {
-        name: _finite(raw.get(NAMED_FROM_RAW[name]))
-        for name in (*OBJECTIVES, "mean_reward", "episode_length")
+        name: _finite(raw.get(keys[name]))
+        for name in (*OBJECTIVES, SCORE, "mean_reward", "episode_length")
     }
-    extended: dict[str, Any] = {name: _finite(raw.get(NAMED_FROM_RAW[name])) for name in _EXTENDED}
+    extended: dict[str, Any] = {name: _finite(raw.get(keys[name])) for name in _EXTENDED}
     extended["SPS"] = _finite(raw.get("SPS"))
     extended["agent_steps"] = _finite(raw.get("agent_steps"))
     for loss in _LOSSES:
         extended[loss] = _finite(raw.get(f"losses/{loss}"))
     fields["metrics_extended"] = extended
-    fields["behavioral_analysis"] = behavior.analyze_run({**fields, **extended}, status, error)
+    logged = env_logged(raw)
+    not_logged = [name for name in behavior.INPUTS if keys[name] not in raw] \
+        if metric_map is not None and logged else []
+    if not_logged:
+        fields["not_logged"] = not_logged
+    if metric_map is not None:
+        fields["logged"] = logged
+    # Statistics that are no rule input say "an env this analysis cannot read" only of a
+    # foreign env; a built-in one logs every input, so its silence means "not observed yet".
+    fields["behavioral_analysis"] = behavior.analyze_run({**fields, **extended}, status, error, not_logged,
+                                                         logged if metric_map is not None else ())
     return fields
 
 
@@ -195,6 +220,9 @@ def _from_summary(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
     inputs = {name: pick(name) for name in behavior.INPUTS}
     extra = {key: pick(key) for key in _EXTRA_KEYS}
+    for key in _LOGGING_KEYS:
+        if isinstance(data.get(key), list):
+            extra[key] = [str(v) for v in data[key]]
     return inputs, {k: v for k, v in extra.items() if v is not None}
 
 
@@ -320,8 +348,11 @@ def read_run(path: str | Path) -> RunMetrics:
         inputs, extra = _from_raw(_read_log(text))
         source = "log"
 
-    # A stored analysis alone is enough to show (e.g. a run that failed before any metric).
-    if all(value is None for value in inputs.values()) and behavior.stored_problem(existing) is not None:
+    # A stored analysis alone is enough to show (e.g. a run that failed before any metric);
+    # so is a training that ran (steps, SPS) without a behaviour statistic: "not observed".
+    ran = any(extra.get(key) is not None for key in ("agent_steps", "SPS", "status"))
+    if all(value is None for value in inputs.values()) and behavior.stored_problem(existing) is not None \
+            and not ran:
         keys = ", ".join(NAMED_FROM_RAW[name] for name in behavior.INPUTS[:3])
         raise UserError(f"no behaviour metrics ({keys}, ...) found in {target}")
 
@@ -382,7 +413,8 @@ def run_analysis(run: RunMetrics, recompute: bool = False) -> behavior.Effective
     drex-opt's reading is :func:`behavior.analyze_run` of the run's inputs (its status and
     error explain a run without any input); see :func:`behavior.effective` for the choice.
     """
-    rules = behavior.analyze_run(run.inputs, run.extra.get("status"), run.extra.get("error"))
+    rules = behavior.analyze_run(run.inputs, run.extra.get("status"), run.extra.get("error"),
+                                 run.extra.get("not_logged", ()), run.extra.get("logged", ()))
     return behavior.effective(run.existing_analysis, rules, recompute)
 
 

@@ -20,13 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Callable, Optional, Protocol
 
-from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS
+from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS, puffer
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_json_atomic
 from drex_opt.rules import config as run_config
 from drex_opt.rules import machine
 from drex_opt.run import checkpoint as checkpoints
-from drex_opt.run import metrics
+from drex_opt.run import env_metrics, metrics
 from drex_opt.run.events import parse_event
 
 
@@ -313,7 +313,8 @@ def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, sum
     last = state["final"] or state["last"] or {}
     raw = {k: v for k, v in last.items() if k not in ("event", "checkpoint")}
     # Includes the behavioral analysis; status and error explain a run that never reported.
-    named = metrics.named_metrics(raw, status=state["status"], error=state["error"])
+    named = metrics.named_metrics(raw, status=state["status"], error=state["error"],
+                                  metric_map=env_metrics.metric_map(env_name))
     analysis = named.pop("behavioral_analysis")
     checkpoint = (state["final"] or {}).get("checkpoint")
     started_from = None if load_model is None else str(Path(load_model).resolve())
@@ -351,28 +352,15 @@ def _finish(run_dir: Path, config: dict, env_name: str, follower: _Follower, sum
 
 
 def check_env_name(env_name: str) -> None:
-    """A built-in env or one declared by the installed PufferLib's configs, else UserError.
+    """A built-in env, or a foreign one that can run here (``envs.puffer.check``), else UserError.
 
-    Reads PufferLib's ``.ini`` files without importing PufferLib (which pulls torch).
+    A PufferLib env name is looked up in its ``.ini`` files without importing PufferLib
+    (which pulls torch); only ``module:Class`` is imported, to refuse it before anything runs.
     """
     if env_name in BUILTIN_ENVS:
         return
-    import configparser
-    import importlib.util
-
-    spec = importlib.util.find_spec("pufferlib")
-    root = Path(spec.origin).parent if spec and spec.origin else None
-    if root is not None:
-        for ini in sorted((root / "config").glob("**/*.ini")):
-            parser = configparser.ConfigParser()
-            try:
-                parser.read(ini)
-            except configparser.Error:
-                continue
-            if parser.has_section("base") and env_name in parser["base"].get("env_name", "").split():
-                return
-    raise UserError(f"unknown env {env_name!r}: use {', '.join(BUILTIN_ENVS)} or an environment of the installed PufferLib "
-                    "(such as puffer_drone_delivery)")
+    puffer.check(env_name)
+    env_metrics.declared(env_name)  # a metric map naming what no summary has is refused here
 
 
 def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeout: float = 120.0) -> str | None:
@@ -438,6 +426,23 @@ def prepare_training(config_path: str | Path, override_path: Path | None, timest
     if load_model is not None and not Path(load_model).is_file():
         raise UserError(f"checkpoint not found: {load_model}")
     check_env_name(env_name)
+    shrunk = topology_warning(cfg, env_name)
     target = prepare_run_dir(Path(run_dir) if run_dir else default_run_dir())
     summary_copy = Path(os.environ[ENV_SUMMARY]) if os.environ.get(ENV_SUMMARY) else None
-    return TrainJob(cfg, target, env_name, timeout, load_model, summary_copy, advice)
+    return TrainJob(cfg, target, env_name, timeout, load_model, summary_copy, advice + ([shrunk] if shrunk else []))
+
+
+def topology_warning(cfg: dict, env_name: str) -> str | None:
+    """Before a run: does it train far fewer agents than a foreign env's ``.ini`` configures?
+
+    Read from the ``.ini`` alone (nothing imported); the run itself says it again in its
+    summary, from the env it built.
+    """
+    if env_name in BUILTIN_ENVS:
+        return None
+    src = puffer.source(env_name)
+    topo = puffer.topology(src, None, cfg["env"], cfg["vec"], int(cfg["train"]["total_timesteps"]))
+    if topo.planned_agents is None:
+        return None
+    warning = puffer.shrink_warning(src, topo.planned_agents, topo.configured_agents)
+    return warning.removeprefix("warning: ") if warning else None

@@ -13,8 +13,6 @@ Exit codes: 0 trained, 1 crashed, 3 NaN losses.
 from __future__ import annotations
 
 import argparse
-import configparser
-import glob
 import json
 import math
 import os
@@ -26,7 +24,8 @@ import traceback
 import warnings
 from pathlib import Path
 
-from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS
+from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS, puffer
+from drex_opt.errors import UserError
 from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run.events import emit
 
@@ -78,40 +77,13 @@ class StatWindow:
         return {k: v / self.weight for k, v in self.sums.items()}
 
 
-def _puffer_defaults() -> dict:
-    """PufferLib's own ``[train]`` defaults (keys the brief does not expose)."""
-    import pufferlib
-
-    parser = configparser.ConfigParser()
-    parser.read(os.path.join(os.path.dirname(pufferlib.__file__), "config", "default.ini"))
-    return _section(parser, "train")
-
-
-def _literal(raw: str):
-    import ast
-
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw.strip()
-
-
-def _ocean_config(env_name: str) -> configparser.ConfigParser:
-    """The PufferLib ``.ini`` that declares ``env_name`` (as ``pufferl.load_config`` finds it)."""
-    import pufferlib
-
-    root = os.path.dirname(pufferlib.__file__)
-    default = os.path.join(root, "config", "default.ini")
-    for path in glob.glob(os.path.join(root, "config", "**", "*.ini"), recursive=True):
-        parser = configparser.ConfigParser()
-        parser.read([default, path])
-        if env_name in parser["base"].get("env_name", "").split():
-            return parser
-    raise TrainingFailed(f"unknown environment {env_name!r}: not built in and not in the installed PufferLib's configs")
-
-
-def _section(parser: configparser.ConfigParser, name: str) -> dict:
-    return {k: _literal(v) for k, v in parser[name].items()} if parser.has_section(name) else {}
+def _puffer_defaults(env_name: str) -> dict:
+    """PufferLib's own ``[train]`` defaults (keys the brief does not expose): ``default.ini``,
+    then a foreign env's own ``.ini``."""
+    if env_name in BUILTIN_ENVS:
+        root = puffer.pufferlib_root()
+        return puffer.read_ini([root / "config" / "default.ini"]).get("train", {}) if root else {}
+    return dict(puffer.source(env_name).sections.get("train", {}))
 
 
 def build(config: dict, env_name: str, seed: int):
@@ -142,30 +114,21 @@ def build(config: dict, env_name: str, seed: int):
         policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=POLICY_HIDDEN)
         return vecenv, policy, notes
 
-    parser = _ocean_config(env_name)
-    package = parser["base"].get("package", "ocean")
-    module = importlib.import_module("pufferlib.ocean" if package == "ocean" else f"pufferlib.environments.{package}")
     try:
-        creator = module.env_creator(env_name)
+        src = puffer.source(env_name)
+        make = puffer.creator(src)
+    except UserError as exc:
+        raise TrainingFailed(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any import/build problem of a foreign env
         raise TrainingFailed(f"environment {env_name!r} is not available in this PufferLib build: {exc}") from exc
-    env_kwargs = _section(parser, "env")
-    for key in ("num_envs", "num_drones"):
-        if key in env_kwargs:
-            env_kwargs[key] = config["env"][key]
-        else:
-            notes.append(f"env.{key} does not apply to {env_name}")
-    vecenv = pufferlib.vector.make(creator, backend=backend, num_envs=vec["num_envs"],
-                                   num_workers=vec["num_workers"], env_kwargs=env_kwargs, seed=seed)
-    policy_name = parser["base"].get("policy_name", "Policy")
-    policy_cls = getattr(module.torch, policy_name, None) if hasattr(module, "torch") else None
-    if policy_cls is None:
-        policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=POLICY_HIDDEN)
-    else:
-        policy = policy_cls(vecenv.driver_env, **_section(parser, "policy"))
-        rnn_name = _literal(parser["base"].get("rnn_name", "None"))
-        if rnn_name:
-            policy = getattr(module.torch, rnn_name)(vecenv.driver_env, policy, **_section(parser, "rnn"))
+    topo = puffer.topology(src, make, config["env"], vec, int(config["train"]["total_timesteps"]))
+    notes.extend(topo.notes)
+    vecenv = pufferlib.vector.make(make, backend=backend, num_envs=topo.num_envs,
+                                   num_workers=topo.num_workers, env_kwargs=topo.env_kwargs, seed=seed)
+    warning = puffer.shrink_warning(src, vecenv.num_agents, topo.configured_agents)
+    if warning:
+        notes.append(warning)
+    policy = puffer.policy(src, vecenv.driver_env, POLICY_HIDDEN)
     return vecenv, policy, notes
 
 
@@ -177,7 +140,7 @@ def train_config(config: dict, env_name: str, run_dir: Path, num_agents: int, no
     silently repaired; a foreign env counts its agents its own way, so its sizes are
     re-derived and the change is recorded in ``notes``.
     """
-    cfg = _puffer_defaults()
+    cfg = _puffer_defaults(env_name)
     cfg.update(config["train"])
     cfg["env"] = env_name
     cfg["data_dir"] = str(run_dir / "checkpoints")

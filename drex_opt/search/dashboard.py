@@ -18,7 +18,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 
 from drex_opt.errors import UserError
 from drex_opt.rules.behavior import STORED
-from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, pct
+from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, show
 from drex_opt.search import storage as storage_mod
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,13 @@ def artifact_store_for(url: str) -> FileSystemArtifactStore:
 
 
 # ---------------------------------------------------------------- notes
-def trial_note(number: int, attrs: dict, summary: dict, run_dir: Path, outcome: str) -> str:
-    """The markdown note of one trial: outcome, objectives, behaviour, clamps, run folder."""
+def trial_note(number: int, attrs: dict, summary: dict, run_dir: Path, outcome: str,
+               objectives=OBJECTIVES) -> str:
+    """The markdown note of one trial: outcome, the study's objectives, behaviour, clamps, run folder."""
     lines = [f"## Trial {number}{' (baseline)' if attrs.get('role') == BASELINE_ROLE else ''}", "",
              f"**Outcome:** {outcome}", ""]
     lines += ["| objective | value |", "|---|---|"]
-    lines += [f"| {name} | {pct(summary.get(name))} |" for name in OBJECTIVES]
+    lines += [f"| {name} | {show(name, summary.get(name))} |" for name in objectives]
     analysis = summary.get("behavioral_analysis") or attrs.get("behavioral_analysis") or {}
     lines += ["", "### Behaviour", "",
               f"severity **{analysis.get('severity') or '-'}**, next focus **{analysis.get('next_focus') or '-'}**", ""]
@@ -111,7 +112,7 @@ def record_trial(trial: optuna.Trial, plan, summary: dict, run_dir: Path, outcom
     try:
         from optuna_dashboard import save_note  # pulls scikit-learn: imported when first needed
 
-        save_note(trial, trial_note(trial.number, trial.user_attrs, summary, run_dir, outcome))
+        save_note(trial, trial_note(trial.number, trial.user_attrs, summary, run_dir, outcome, plan.objectives))
     except Exception as exc:  # noqa: BLE001 - notes are a convenience, never a failure
         log.warning("trial %s: dashboard note not saved: %s", trial.number, exc)
     try:

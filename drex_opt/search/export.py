@@ -19,7 +19,7 @@ from drex_opt import notes as notes_mod
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_atomic, write_json_atomic
 from drex_opt.rules import config, safety
-from drex_opt.rules.objectives import LABELS, OBJECTIVES, RANKINGS, describe_versus, rank_key, trial_means, versus_baseline
+from drex_opt.rules.objectives import LABEL, RANKINGS, describe_versus, rank_key, ranked, show, study_objectives, trial_means, versus_baseline
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.importance import importances
 
@@ -59,24 +59,26 @@ def pick_trial(study, pick: str):
     front = study.best_trials
     if not front:
         raise UserError(f"study {study.study_name!r} has no completed trial to export")
+    names = study_objectives(study)
     means = {t.number: trial_means(study, t) for t in front}
     if pick == "balanced":
-        ideal = [max(m[i] for m in means.values()) for i in range(3)]
+        ideal = [max(m[i] for m in means.values()) for i in range(len(names))]
         chosen = min(front, key=lambda t: (math.dist(means[t.number], ideal), t.number))
-        why = (f"closest on the Pareto front ({len(front)} trials) to the ideal point "
-               f"(grip {ideal[0]:.1%}, delivery {ideal[1]:.1%}, end-to-end {ideal[2]:.1%})")
+        why = (f"closest on the Pareto front ({len(front)} trials) to the ideal point ("
+               + ", ".join(f"{LABEL[n]} {show(n, v)}" for n, v in zip(names, ideal)) + ")")
     else:
-        order = RANKINGS[pick]
-        chosen = max(front, key=lambda t: (rank_key(means[t.number], order), -t.number))
-        why = (f"best {LABELS[order[0]]}, then {LABELS[order[1]]}, then {LABELS[order[2]]} "
-               f"on the Pareto front ({len(front)} trials)")
-    m = means[chosen.number]
+        order = ranked(names, RANKINGS[pick])
+        chosen = max(front, key=lambda t: (rank_key(means[t.number], names, order), -t.number))
+        why = (f"best {', then '.join(LABEL[n] for n in order)} on the Pareto front ({len(front)} trials)")
+    m = dict(zip(names, means[chosen.number]))
     rep = study.user_attrs.get(f"repeats:{chosen.number}")
     spread = ""
     if isinstance(rep, dict) and rep.get("stdev"):
-        spread = f", mean of {len(rep['seeds'])} seeds (e2e stdev {rep['stdev'][2]:.1%})"
-    explanation = (f"trial {chosen.number}: grip {m[0]:.1%}, delivery {m[1]:.1%}, end-to-end {m[2]:.1%}{spread} "
-                   f"- {why}")
+        lead = ranked(names)[0]
+        spread = (f", mean of {len(rep['seeds'])} seeds ({LABEL[lead]} stdev "
+                  f"{show(lead, rep['stdev'][names.index(lead)])})")
+    explanation = (f"trial {chosen.number}: " + ", ".join(f"{LABEL[n]} {show(n, m[n])}" for n in names)
+                   + f"{spread} - {why}")
     return chosen, explanation
 
 
@@ -108,9 +110,9 @@ def proposal_for(trial, study_baseline: dict, target_baseline: dict, resume: dic
 
 def _top_importances(study) -> list[tuple[str, float]]:
     """The parameters that mattered most for end-to-end success (none when not computed)."""
-    found = importances(study)[0].get(OBJECTIVES[2], {})
-    ranked = sorted(found.items(), key=lambda kv: kv[1], reverse=True)[:NOTE_IMPORTANCES]
-    return [(name.split(".", 1)[-1], value) for name, value in ranked]
+    found = importances(study)[0].get(ranked(study_objectives(study))[0], {})
+    top = sorted(found.items(), key=lambda kv: kv[1], reverse=True)[:NOTE_IMPORTANCES]
+    return [(name.split(".", 1)[-1], value) for name, value in top]
 
 
 def resume_fields(study, chosen) -> dict:
@@ -167,10 +169,12 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
     versus = versus_baseline(study, chosen)
     warm = bool(attrs.get("warm_start"))
     states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
-    default_next = (f"train the next run with {out} (drex-opt autopilot); if end-to-end stays low, run "
+    lead = LABEL[ranked(study_objectives(study))[0]]
+    default_next = (f"train the next run with {out} (drex-opt autopilot); if {lead} stays low, run "
                     f"drex-opt study --from-run on that run to follow its new focus")
     info = {
-        "importance_target": "end-to-end",
+        "importance_target": lead,
+        "objectives_note": attrs.get("objectives_note"),
         "study_name": study.study_name, "out": str(out), "focus": attrs.get("focus"),
         "theory": attrs.get("theory"), "analysis": attrs.get("analysis"),
         "trials": len(study.trials), "timesteps": attrs.get("timesteps") or 0,
@@ -193,7 +197,7 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
         notes_mod.append_entry(notes_path, entry)
     return ExportResult(
         study_name=study.study_name, trial=chosen.number, pick=pick, explanation=explanation,
-        values=dict(zip(OBJECTIVES, means)), overrides=proposal, out=str(out), written=not dry_run,
+        values=dict(zip(study_objectives(study), means)), overrides=proposal, out=str(out), written=not dry_run,
         notes=None if notes_path is None else str(notes_path),
         why=None if dry_run else str(notes_mod.sidecar_path(out)), info=info,
         resume_from=info["resume_from"], versus_baseline=versus,

@@ -13,7 +13,7 @@ import optuna
 from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator
 from optuna.trial import TrialState
 
-from drex_opt.rules.objectives import OBJECTIVES
+from drex_opt.rules.objectives import study_objectives
 
 # fANOVA on fewer completed trials ranks noise; below this the result says so instead.
 MIN_IMPORTANCE_TRIALS = 4
@@ -44,12 +44,13 @@ def importances(study: optuna.Study, trials: list | None = None) -> tuple[dict, 
     single = f"no parameter importance: only {len(varied)} searched parameter(s) varied across the trials"
     if not varied:
         return {}, single
+    names = study_objectives(study)
     if len(varied) == 1:
-        moved = [name for i, name in enumerate(OBJECTIVES) if len({t.values[i] for t in trials}) > 1]
+        moved = [name for i, name in enumerate(names) if len({t.values[i] for t in trials}) > 1]
         return {name: {varied[0]: 1.0} for name in moved}, single
     out: dict = {}
     flat = []
-    for i, name in enumerate(OBJECTIVES):
+    for i, name in enumerate(names):
         if len({t.values[i] for t in trials}) < 2:
             flat.append(name)
             continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-from drex_opt.rules.objectives import OBJECTIVES
+from drex_opt.rules.objectives import show
 from drex_opt.search.planning import StudyPlan
 
 
@@ -18,7 +18,7 @@ class StudyMonitor:
         self.on_line = on_line
         self.lock = threading.Lock()
         self.counts = {"COMPLETE": 0, "FAIL": 0, "PRUNED": 0}
-        self.best = [None, None, None]
+        self.best = [None] * len(plan.objectives)
         self.running: dict[int, dict] = {}
         self.messages: list[str] = []
         self.phase = "search"
@@ -41,7 +41,7 @@ class StudyMonitor:
                 self.best = [v if b is None else max(b, v) for b, v in zip(self.best, values)]
             line = f"trial {number}: {state.lower()}"
             if values:
-                line += " " + " ".join(f"{n.split('_')[0]} {v:.1%}" for n, v in zip(OBJECTIVES, values))
+                line += " " + " ".join(f"{n.split('_')[0]} {show(n, v)}" for n, v in zip(self.plan.objectives, values))
             if reason:
                 line += f" ({reason})"
             self.messages.append(line)

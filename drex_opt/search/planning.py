@@ -16,10 +16,11 @@ from pathlib import Path
 
 import optuna
 
+from drex_opt.envs import puffer
 from drex_opt.errors import UserError
 from drex_opt.rules import behavior, config, machine
-from drex_opt.rules.objectives import best_trial
-from drex_opt.run import checkpoint, metrics, runner
+from drex_opt.rules.objectives import OBJECTIVES, best_trial
+from drex_opt.run import checkpoint, env_metrics, metrics, runner
 from drex_opt.search import spaces
 from drex_opt.search import storage as storage_mod
 
@@ -88,6 +89,8 @@ class StudyPlan:
     warm_start_steps: int | None = None  # agent steps that drone has seen (None: it does not say)
     storage: optuna.storages.BaseStorage | None = None  # opened while planning, to fail early
     reading: behavior.EffectiveAnalysis | None = None  # from_run: the analysis used and the other one
+    objectives: tuple[str, ...] = OBJECTIVES  # what the env measures, in the order of a trial's values
+    objectives_note: str | None = None  # why they are not all three
 
     def threads_per_trial(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.jobs)
@@ -132,6 +135,7 @@ def plan(settings: StudySettings) -> StudyPlan:
     if settings.timesteps is not None and settings.timesteps > 1_000_000_000:
         raise UserError(f"--timesteps {settings.timesteps} is above the maximum 1000000000")
     runner.check_env_name(settings.env)
+    objectives, objectives_note = env_metrics.objectives_of(settings.env, _logging_evidence(settings))
     baseline_name = settings.baseline or _run_config(settings.from_run) or "quick"
     baseline = config.load_baseline(baseline_name)
     machine.check_here(baseline)  # every trial trains here, on the baseline's device and topology
@@ -166,11 +170,12 @@ def plan(settings: StudySettings) -> StudyPlan:
         repeats=budget.repeats if settings.repeats is None else settings.repeats, seed=seed,
         jobs=settings.jobs, timeout=settings.timeout,
         trial_timeout=settings.trial_timeout or TRIAL_TIMEOUT_BASE_S + timesteps / TRIAL_TIMEOUT_MIN_SPS,
-        early_stopping=settings.early_stopping, studies_dir=Path(settings.studies_dir), forked=settings.forked,
+        # Early stopping compares grip curves: an env that logs no grip trains every trial out.
+        early_stopping=settings.early_stopping and "grip_success" in objectives, studies_dir=Path(settings.studies_dir), forked=settings.forked,
         warm_start=warm_start, warm_start_steps=checkpoint.steps_seen(warm_start) if warm_start else None,
         # Stored on the study and shown on the dashboard: never with a password in it.
         command=storage_mod.redact_command(settings.command),
-        storage=storage, reading=reading,
+        storage=storage, reading=reading, objectives=objectives, objectives_note=objectives_note,
     )
     if settings.budget is not None and fit_budget(planned, settings.budget) < 2:
         raise UserError(f"--budget {settings.budget:,} agent steps is too small: one trial of {timesteps:,} steps "
@@ -247,6 +252,21 @@ def _warm_start(settings: StudySettings, baseline: dict) -> Path | None:
     return path
 
 
+def _logging_evidence(settings: StudySettings) -> dict | None:
+    """What a run of the env logged (``not_logged``, ``logged``): the ``--from-run`` run, or
+    the run beside a ``--warm-start`` checkpoint; None without one."""
+    folder = settings.from_run
+    if folder is None and settings.warm_start is not None:
+        beside = Path(settings.warm_start).parent
+        folder = beside if (beside / "summary.json").is_file() else None
+    if folder is None:
+        return None
+    try:
+        return metrics.read_run(folder).extra
+    except UserError:
+        return None
+
+
 def _focus_of_run(from_run: Path, recompute: bool) -> tuple[behavior.EffectiveAnalysis, str]:
     """The run's effective analysis and its focus, which must have a search space.
 
@@ -273,7 +293,7 @@ def default_study_name(focus: str, baseline_label: str, env: str, warm: bool = F
     """Stable per (focus, baseline, env, warm or scratch): the same command resumes the same
     study, and trials that continue a drone never mix with trials from fresh weights."""
     name = f"drex-{focus}-{baseline_label}" + ("-warm" if warm else "")
-    return name if env == "drone_pp" else f"{name}-{env}"
+    return name if env == "drone_pp" else f"{name}-{puffer.env_label(env)}"
 
 
 def _continue_space(storage, label: str, env: str, baseline: dict, warm: bool):

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from drex_opt.errors import UserError
-from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means, versus_baseline
+from drex_opt.rules.objectives import BASELINE_ROLE, best_trial, rank_key, study_objectives, trial_means, versus_baseline
 from drex_opt.search import storage as storage_mod
 from drex_opt.search.importance import importances
 
@@ -56,6 +56,8 @@ class Report:
     pareto: list[int] = field(default_factory=list)
     warm_start: str | None = None  # the checkpoint the trials continued; None: fresh weights
     versus_baseline: dict | None = None  # the best trial against the baseline trial (the control)
+    objectives: list = field(default_factory=list)  # what the study optimises, in its values' order
+    objectives_note: str | None = None  # why that is not grip, delivery and end-to-end
     # The completed trials themselves, for the pictures; not part of --json.
     trials: list = field(default_factory=list, repr=False)
 
@@ -65,15 +67,16 @@ class Report:
 
 def top_trials(study: optuna.Study, trials: list, n: int = TOP_N) -> list[TopTrial]:
     """The ``n`` best completed trials by end-to-end, then delivery, then grip (means if repeated)."""
-    ranked = sorted(trials, key=lambda t: (rank_key(trial_means(study, t)), -t.number), reverse=True)
+    names = study_objectives(study)
+    ranked = sorted(trials, key=lambda t: (rank_key(trial_means(study, t), names), -t.number), reverse=True)
     out = []
     for t in ranked[:n]:
         rep = study.user_attrs.get(f"repeats:{t.number}")
         repeated = isinstance(rep, dict) and bool(rep.get("mean"))
         out.append(TopTrial(
             number=t.number, baseline=t.user_attrs.get("role") == BASELINE_ROLE,
-            values=dict(zip(OBJECTIVES, t.values)), means=dict(zip(OBJECTIVES, trial_means(study, t))),
-            stdev=dict(zip(OBJECTIVES, rep["stdev"])) if repeated and rep.get("stdev") else None,
+            values=dict(zip(names, t.values)), means=dict(zip(names, trial_means(study, t))),
+            stdev=dict(zip(names, rep["stdev"])) if repeated and rep.get("stdev") else None,
             seeds=len(rep.get("seeds") or []) if repeated else 1, params=dict(t.params),
             behavioral_analysis=t.user_attrs.get("behavioral_analysis") or {}, run_dir=t.user_attrs.get("run_dir"),
         ))
@@ -112,6 +115,7 @@ def build(storage: str | None = None, study_name: str | None = None, out: str | 
         focus=attrs.get("focus"), theory=attrs.get("theory"), timesteps=attrs.get("timesteps"),
         trials_planned=attrs.get("trials_planned"), states=states, completed=len(completed),
         top=top_trials(study, completed, top_n), importances=imps, importance_note=note, pareto=pareto,
-        trials=completed, warm_start=attrs.get("warm_start"),
+        trials=completed, warm_start=attrs.get("warm_start"), objectives=list(study_objectives(study)),
+        objectives_note=attrs.get("objectives_note"),
         versus_baseline=None if best is None else versus_baseline(study, best),
     )

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import optuna
@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from drex_opt import __version__
 from drex_opt.errors import UserError
 from drex_opt.rules import behavior, config, safety
-from drex_opt.rules.objectives import BASELINE_ROLE, OBJECTIVES, best_trial, rank_key, trial_means, versus_baseline
+from drex_opt.rules.objectives import BASELINE_ROLE, best_trial, rank_key, study_objectives, trial_means, versus_baseline
 from drex_opt.run import runner
 from drex_opt.run.forkserver import ForkLauncher
 from drex_opt.search import dashboard
@@ -53,7 +53,7 @@ def _create_or_load(plan: StudyPlan):
     storage = plan.storage
     sampler = TPESampler(seed=plan.seed, n_startup_trials=plan.startup_trials, constant_liar=True,
                          multivariate=True)
-    directions = ["maximize"] * len(OBJECTIVES)
+    directions = ["maximize"] * len(plan.objectives)
     try:
         study = optuna.create_study(study_name=plan.study_name, storage=storage, sampler=sampler,
                                     directions=directions)
@@ -61,7 +61,8 @@ def _create_or_load(plan: StudyPlan):
     except DuplicatedStudyError:
         study = optuna.load_study(study_name=plan.study_name, storage=storage, sampler=sampler)
         created = False
-    if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE] * 3:
+    if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE] * len(plan.objectives) \
+            or (not created and study_objectives(study) != tuple(plan.objectives)):
         raise UserError(f"study {plan.study_name!r} exists with other objectives; choose another --study-name")
     warm_start = None if plan.warm_start is None else str(plan.warm_start)
     if not created and study.user_attrs.get("warm_start") != warm_start:
@@ -72,7 +73,7 @@ def _create_or_load(plan: StudyPlan):
     if created:
         with warnings.catch_warnings():  # metric names are marked experimental; relied on knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
+            study.set_metric_names(list(plan.objectives))
         for key, value in {
             "drex_opt": __version__, "focus": plan.focus, "space_focus": plan.space_focus,
             "theory": plan.space.description, "baseline": plan.baseline_name,
@@ -82,7 +83,8 @@ def _create_or_load(plan: StudyPlan):
             if plan.from_run is not None else None,
             "baseline_label": baseline_label(plan.baseline_name, plan.baseline)[0], "env": plan.env,
             "timesteps": plan.timesteps, "trials_planned": plan.trials, "severity": plan.severity,
-            "command": " ".join(plan.command), "objectives": list(OBJECTIVES),
+            "command": " ".join(plan.command), "objectives": list(plan.objectives),
+            "objectives_note": plan.objectives_note,
             # Trials continue this drone (None: fresh weights); trial 0 continues it unchanged.
             "warm_start": warm_start,
             "warm_start_agent_steps": plan.warm_start_steps,
@@ -153,6 +155,8 @@ class StudyResult:
     analysis_source: str | None = None  # --from-run: stored or rules; None with --focus
     warm_start: str | None = None  # the checkpoint the trials continued; None: fresh weights
     versus_baseline: dict | None = None  # the best trial against the baseline trial (the control)
+    objectives: list = field(default_factory=list)  # what the study optimises (its env's measures)
+    objectives_note: str | None = None  # why that is not grip, delivery and end-to-end
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -282,7 +286,8 @@ def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyM
     changed): seeds, values per seed (the trial's own run first), mean and stdev per
     objective. Trials that already have repeats are skipped.
     """
-    front = sorted(study.best_trials, key=lambda t: rank_key(t.values), reverse=True)
+    names = study_objectives(study)
+    front = sorted(study.best_trials, key=lambda t: rank_key(t.values, names), reverse=True)
     todo = [t for t in front[:MAX_REPEAT_CANDIDATES] if f"repeats:{t.number}" not in study.user_attrs]
     jobs = [(t, k) for t in todo for k in range(1, plan.repeats + 1)]
     results: dict[int, list] = {t.number: [] for t in todo}
@@ -298,7 +303,7 @@ def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyM
         res = runner.run_training(cfg, run_dir, plan.env, timeout=plan.trial_timeout, load_model=plan.warm_start,
                                   threads=plan.threads_per_trial(), cancel=cancel, launch=launch)
         s = res.summary
-        values = [s.get(name) for name in OBJECTIVES]
+        values = [s.get(name) for name in names]
         ok = s["status"] == "completed" and all(isinstance(v, (int, float)) for v in values)
         if monitor:
             monitor.finished(trial.number, "COMPLETE" if ok else "FAIL", values if ok else None,
@@ -325,18 +330,20 @@ def run_repeats(study, plan: StudyPlan, cancel: threading.Event, monitor: StudyM
 def summarize(study, plan: StudyPlan, trials_run: int, repeats: dict, interrupted: bool, stale: list) -> StudyResult:
     states = dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
     front = study.best_trials
-    pareto = [{"number": t.number, "values": dict(zip(OBJECTIVES, t.values)),
-               "means": dict(zip(OBJECTIVES, trial_means(study, t))), "params": t.params,
+    names = study_objectives(study)
+    pareto = [{"number": t.number, "values": dict(zip(names, t.values)),
+               "means": dict(zip(names, trial_means(study, t))), "params": t.params,
                "baseline": t.user_attrs.get("role") == BASELINE_ROLE} for t in front]
     best = best_trial(study)
     return StudyResult(
         study_name=plan.study_name, storage=storage_mod.redact(plan.storage_url), focus=plan.focus,
         space_focus=plan.space_focus, severity=plan.severity, trials_run=trials_run, states=states,
         pareto=sorted(pareto, key=lambda p: p["number"]),
-        best=None if best is None else {"number": best.number, "values": dict(zip(OBJECTIVES, trial_means(study, best))),
+        best=None if best is None else {"number": best.number, "values": dict(zip(names, trial_means(study, best))),
                                         "params": best.params},
         repeats={str(k): v for k, v in repeats.items()}, interrupted=interrupted, stale_failed=stale,
         analysis_source=None if plan.reading is None else plan.reading.source,
         warm_start=None if plan.warm_start is None else str(plan.warm_start),
         versus_baseline=None if best is None else versus_baseline(study, best),
+        objectives=list(names), objectives_note=study.user_attrs.get("objectives_note"),
     )

@@ -14,7 +14,7 @@ import optuna
 
 from drex_opt.rules import machine, safety
 from drex_opt.rules.early_stop import EarlyStopRule, curve_of
-from drex_opt.rules.objectives import BASELINE_ROLE, LABELS, from_summary
+from drex_opt.rules.objectives import BASELINE_ROLE, LABEL, from_summary, show
 from drex_opt.run import runner
 from drex_opt.search import dashboard, spaces
 from drex_opt.search import storage as storage_mod
@@ -149,10 +149,10 @@ class TrialRunner:
             self._record(trial, s, run_dir, outcome_of(exc))
             raise
         self._record(trial, s, run_dir, "complete: " + ", ".join(
-            f"{label} {v:.1%}" for label, v in zip(LABELS, values)))
+            f"{LABEL[name]} {show(name, v)}" for name, v in zip(self.plan.objectives, values)))
         return values
 
-    def _objectives(self, trial, s: dict) -> tuple[float, float, float]:
+    def _objectives(self, trial, s: dict) -> tuple[float, ...]:
         """The trial's objectives from its summary; raises for interrupted, stopped, failed."""
         if s.get("error") == "interrupted":
             trial.set_user_attr("fail_reason", "interrupted")
@@ -165,7 +165,7 @@ class TrialRunner:
             trial.set_user_attr("fail_reason", reason)
             raise TrialFailure(reason)
         try:
-            return from_summary(s)
+            return from_summary(s, self.plan.objectives)
         except ValueError as exc:
             trial.set_user_attr("fail_reason", str(exc))
             raise TrialFailure(str(exc)) from None

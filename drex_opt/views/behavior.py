@@ -82,12 +82,14 @@ def print_analysis(run: RunMetrics, reading: EffectiveAnalysis) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("log key", style="dim")
+    unlogged = set(run.extra.get("not_logged") or [])
     for name in INPUTS:
-        table.add_row(name, _fraction(run.inputs.get(name)), NAMED_FROM_RAW[name])
+        value = "not logged" if name in unlogged and run.inputs.get(name) is None else _fraction(run.inputs.get(name))
+        table.add_row(name, value, NAMED_FROM_RAW[name])
     efficiency = f"{reading.rules['grip_efficiency']:.3g}" if observed(run.inputs) else "missing"
     table.add_row("grip_efficiency", efficiency, "grip_success / grip_attempts")
     for name, value in run.extra.items():
-        if name != "error":  # a sentence, not a metric: printed below the table
+        if name not in ("error", "not_logged", "logged"):  # a sentence and lists, not metrics
             table.add_row(name, escape(_number(value)), NAMED_FROM_RAW.get(name, ""))
     console.print(table)
     if run.extra.get("error"):

@@ -9,7 +9,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from drex_opt.rules.objectives import OBJECTIVES, describe_versus, pct
+from drex_opt.rules.objectives import LABEL, OBJECTIVES, describe_versus, pct, ranked, show
 from drex_opt.search.monitor import StudyMonitor
 from drex_opt.search.study import StudyResult
 
@@ -36,7 +36,7 @@ class StudyDisplay:
             (f"{plan.study_name}", "bold"), f"  focus {plan.focus}  {plan.timesteps:,} steps/trial  ",
             (f"done {c.get('COMPLETE', 0)}", "green"), "  ", (f"failed {c.get('FAIL', 0)}", "red"), "  ",
             (f"pruned {c.get('PRUNED', 0)}", "yellow"), f"  of {plan.trials}  [{snap['phase']}]")
-        best = Text("best  " + "  ".join(f"{n.split('_')[0]} {pct(v)}" for n, v in zip(OBJECTIVES, snap["best"])))
+        best = Text("best  " + "  ".join(f"{n.split('_')[0]} {show(n, v)}" for n, v in zip(plan.objectives, snap["best"])))
         table = Table(show_header=True, header_style="bold", box=None)
         for col in ("trial", "steps", "SPS", "grip"):
             table.add_column(col, justify="right")
@@ -83,20 +83,24 @@ def print_result(result: StudyResult) -> None:
         out.print(f"failed stale trials of dead workers: {r.stale_failed}")
     table = Table(title="Pareto front", header_style="bold")
     table.add_column("trial", justify="right")
-    for name in OBJECTIVES:
+    names = r.objectives or list(OBJECTIVES)
+    for name in names:
         table.add_column(name.replace("_success", ""), justify="right")
     table.add_column("params")
     for p in r.pareto:
         label = f"{p['number']}{(' (unchanged)' if r.warm_start else ' (baseline)') if p['baseline'] else ''}"
         params = ", ".join(f"{k.split('.', 1)[1]}={v:.4g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                            for k, v in p["params"].items())
-        table.add_row(label, *[pct(p["means"][n]) for n in OBJECTIVES], params)
+        table.add_row(label, *[show(n, p["means"][n]) for n in names], params)
     out.print(table)
+    if r.objectives_note:
+        out.print(f"objectives: {r.objectives_note}")
     if r.warm_start:
         out.print(f"every trial continued the drone in {r.warm_start}; trial 0 continued it unchanged")
     sentence = describe_versus(r.versus_baseline, bool(r.warm_start))
     if sentence:
         out.print(sentence)
     if r.best:
-        out.print(f"best (end-to-end, then delivery, then grip): trial {r.best['number']}; "
+        order = ", then ".join(LABEL[n] for n in ranked(names))
+        out.print(f"best ({order}): trial {r.best['number']}; "
                   f"export it with [bold]drex-opt export --study-name {r.study_name}[/]")
