@@ -28,7 +28,7 @@ app = typer.Typer(
 
 # Shared options, declared once.
 EnvOpt = Annotated[str, typer.Option("--env", help="drone_pp or drone_pp_hard (built in), a PufferLib environment name (puffer_drone, puffer_drone_delivery) or module:Class.")]
-EnvConfigOpt = Annotated[Optional[Path], typer.Option("--env-config", help="A PufferLib .ini for the env (its env, vec, policy, rnn, train and drex.metrics sections); replaces the installed one's, gives a module:Class env its settings.")]
+EnvConfigOpt = Annotated[Optional[Path], typer.Option("--env-config", help="A PufferLib .ini for the env (its env, vec, policy, rnn, train and drex.metrics sections); layered over the installed one's, gives a module:Class env its settings.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON result on stdout.")]
 
 

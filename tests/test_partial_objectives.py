@@ -458,3 +458,23 @@ def test_a_study_of_the_c_drone_optimises_its_score(tmp_path):
                               "--out", str(tmp_path / "report"), "--json", cwd=tmp_path, timeout=300))
     assert report["objectives"] == ["score"]
     assert all(set(top["values"]) == {"score"} for top in report["top"])
+
+
+@pytest.mark.slow
+def test_trials_whose_drone_was_never_observed_fail_saying_so(tmp_path):
+    """An env reporting less often than a trial's budget (and taking no report interval):
+    every trial fails as "not observed", never as a drone that cannot grip."""
+    env_ini = ini(tmp_path, "[drex.metrics]\ngrip_success = perfect_grip\ndelivery_success = perfect_deliv\n"
+                            "end_to_end_success = none\n", "rare.ini")
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = cli_json(run_cli("study", "--focus", "improve_grip", "--env", "tiny_envs:ReportsRarely",
+                             "--env-config", str(env_ini), "--trials", "2", "--timesteps", "65536",
+                             "--storage", storage, "--json", cwd=tmp_path, env=TINY, timeout=1200))
+    assert study["states"] == {"FAIL": 2}, study["states"]
+    stored = optuna.load_study(study_name=study["study_name"], storage=storage)
+    for trial in stored.trials:
+        assert trial.user_attrs["fail_reason"].startswith("not observed: no behaviour statistic arrived")
+        summary = json.loads((Path(trial.user_attrs["run_dir"]) / "summary.json").read_text())
+        analysis = summary["behavioral_analysis"]
+        assert (analysis["severity"], analysis["next_focus"]) == ("not_observed", "train_longer")
+

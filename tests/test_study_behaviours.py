@@ -23,6 +23,7 @@ from drex_opt.rules.objectives import OBJECTIVES
 from cli_helpers import (
     ROOT,
     no_training_process,
+    one_line_error,
     run_cli,
     start_cli,
     training_processes,
@@ -129,25 +130,32 @@ def test_ctrl_c_with_two_jobs_fails_both_running_trials(tmp_path):
 
 
 # ---------------------------------------------------------------- missing metrics
-@pytest.mark.slow
-def test_an_env_without_drone_statistics_fails_trials_for_missing_metrics(tmp_path):
+def test_a_focus_study_of_an_env_without_drone_statistics_is_refused_before_it_trains(tmp_path):
+    # puffer_pysquared logs only its reward: guessing grip, delivery and end-to-end would
+    # train every trial to a "missing metrics" failure, so the study asks for evidence.
     url = f"sqlite:///{tmp_path}/s.db"
     proc = run_cli("study", "--focus", "improve_grip", "--env", "puffer_pysquared", "--storage", url,
                    "--trials", "2", "--timesteps", "3000", "--json", cwd=tmp_path)
+    one_line_error(proc, "cannot tell which of grip, delivery and end-to-end success puffer_pysquared logs",
+                   "[drex.metrics]")
+    assert not (tmp_path / "studies").exists()
+
+
+@pytest.mark.slow
+def test_a_metric_map_makes_an_envs_own_statistic_the_objective(tmp_path):
+    # The same env with its reward mapped as its score (a [drex.metrics] section layered over
+    # its installed .ini): every trial completes with that one objective.
+    ini = tmp_path / "pysquared.ini"
+    ini.write_text("[drex.metrics]\nscore = reward\n")
+    url = f"sqlite:///{tmp_path}/s.db"
+    proc = run_cli("study", "--focus", "improve_grip", "--env", "puffer_pysquared", "--env-config", str(ini),
+                   "--storage", url, "--trials", "2", "--timesteps", "3000", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    name = "drex-improve_grip-quick-puffer_pysquared"
-    assert result["study_name"] == name
-    assert result["states"] == {"FAIL": 2} and result["trials_run"] == 2
-    assert result["pareto"] == [] and result["best"] is None and not result["interrupted"]
-    for t in load(url, name).get_trials():
-        assert t.state == TrialState.FAIL
-        reason = t.user_attrs["fail_reason"]
-        assert reason.startswith("missing metrics"), reason
-        for objective in OBJECTIVES:
-            assert objective in reason
-        # the run itself trained to its end: the failure is the metrics, not the training
-        assert t.user_attrs["status"] == "completed" and t.user_attrs["agent_steps"] >= 3000
+    assert result["objectives"] == ["score"] and result["states"] == {"COMPLETE": 2}, result
+    for t in load(url, result["study_name"]).get_trials():
+        summary = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert t.values == [summary["metrics"]["environment/reward"]] == [summary["score"]]
 
 
 # ---------------------------------------------------------------- thread caps

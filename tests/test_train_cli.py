@@ -162,9 +162,12 @@ def test_a_pufferlib_env_by_name(tmp_path):
     assert summary["agent_steps"] >= 3000
     assert summary["grip_success"] is None  # that env logs no drone statistics
     assert "grip_success" in summary["behavioral_analysis"]["missing_metrics"]
-    # Completed, but no drone statistic: the drone was not observed, so it is not diagnosed.
+    # Completed, and the env reported, but nothing it reports is a behaviour input: not a
+    # diagnosis ("critical: not attempting to grip"), and not "train longer" either.
+    assert summary["logged"] == ["reward"] and "grip_attempts" in summary["not_logged"]
     assert summary["behavioral_analysis"]["severity"] == "not_observed"
-    assert summary["behavioral_analysis"]["next_focus"] == "train_longer"
+    assert summary["behavioral_analysis"]["next_focus"] == "name_a_focus"
+    assert "reward" in summary["behavioral_analysis"]["insights"][0]
     assert any("num_drones" in note for note in summary["notes"])
 
 

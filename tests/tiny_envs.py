@@ -80,5 +80,12 @@ class GripDeliverOnly(pufferlib.PufferEnv):
         pass
 
 
+class ReportsRarely(GripDeliverOnly):
+    """Reports every 100,000 ticks and takes no report interval: short runs never see a statistic."""
+
+    def __init__(self, num_agents: int = 64, buf=None, seed: int = 0):
+        super().__init__(num_agents=num_agents, report_interval=100_000, buf=buf, seed=seed)
+
+
 class NotAnEnv:
     """Importable, but not a PufferEnv."""

@@ -143,7 +143,9 @@ def source(env_id: str) -> EnvSource:
         path = Path(config)
         if not path.is_file():
             raise UserError(f"--env-config {path}: no such file")
-        return EnvSource(env_id, name, str(path), read_ini([*defaults, path]))
+        # Layered over the installed .ini of a registered env: a user writes only what differs.
+        installed = find_ini(name) if ":" not in name else None
+        return EnvSource(env_id, name, str(path), read_ini([*defaults, *filter(None, [installed]), path]))
     if ":" in name:
         return EnvSource(env_id, name, None, read_ini(defaults))
     path = find_ini(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from drex_opt.rules import machine, safety
+from drex_opt.rules import behavior, machine, safety
 from drex_opt.rules.early_stop import EarlyStopRule, curve_of
 from drex_opt.rules.objectives import BASELINE_ROLE, LABEL, from_summary, show
 from drex_opt.run import runner
@@ -167,8 +167,9 @@ class TrialRunner:
         try:
             return from_summary(s, self.plan.objectives)
         except ValueError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise TrialFailure(str(exc)) from None
+            reason = missing_reason(s, str(exc))
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailure(reason) from None
 
     def _record(self, trial, summary: dict, run_dir: Path, outcome: str) -> None:
         """The dashboard note and run files, while the trial can still take them (RUNNING)."""
@@ -182,6 +183,16 @@ class TrialRunner:
             if curve and t.user_attrs.get("overrides", {}).get("train", {}).get("total_timesteps") == self.plan.timesteps:
                 out.append([tuple(p) for p in curve])
         return out
+
+
+def missing_reason(summary: dict, missing: str) -> str:
+    """Why a completed trial has no objectives: its drone was never observed (no statistic
+    arrived in its budget, e.g. shorter than the env's report interval), or ``missing``."""
+    analysis = summary.get("behavioral_analysis") or {}
+    if analysis.get("next_focus") == behavior.TRAIN_LONGER:
+        return (f"not observed: no behaviour statistic arrived in {summary.get('agent_steps') or 0:,} agent steps; "
+                f"give the trials more steps (--timesteps) or the env a shorter report interval ({missing})")
+    return missing
 
 
 def outcome_of(exc: BaseException) -> str:
