@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
 def render(path: Path) -> None:
     data = json.loads(path.read_text())
     name = path.stem
+    data["settings"]["name"] = name  # a renamed result names its own picture
     write_results(name, data, markdown(data["info"], data["settings"], data["seeds"]))
     plot(data["seeds"], RESULTS / f"{name}.png", data["settings"]["budget"])
 
