@@ -317,7 +317,7 @@ def topology(src: EnvSource, make, run_env: dict, run_vec: dict, total_timesteps
     num_envs, num_workers = int(run_vec["num_envs"]), int(run_vec["num_workers"])
     ini_vec = src.sections.get("vec", {})
     ini_num_envs = ini_vec.get("num_envs") if isinstance(ini_vec.get("num_envs"), int) else None
-    planned_per_env, _ = agents_per_env(kwargs | {k: v for k, v in configured.items() if k not in kwargs}, keys)
+    planned_per_env, _ = agents_per_env({**configured, **kwargs}, keys)
     planned = planned_per_env * num_envs if planned_per_env else None
     wanted = per_env_ini * ini_num_envs if per_env_ini and ini_num_envs else None
 
