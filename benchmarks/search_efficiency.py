@@ -205,6 +205,21 @@ def protein_config(space: list[WholeParam], baseline: dict) -> dict:
     return cfg
 
 
+def new_protein(sweep_config: dict):
+    """``pufferlib.sweep.Protein(sweep_config)``, its construction chatter swallowed.
+
+    Protein's Gaussian processes keep their parameters in Pyro's global param store, by
+    name: a second Protein in the same process over another number of keys would find the
+    first one's shapes there and fail, so the store is cleared first.
+    """
+    import pyro
+    from pufferlib.sweep import Protein
+
+    pyro.clear_param_store()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return Protein(sweep_config)
+
+
 def protein_decode(suggestion: dict, space: list[WholeParam]) -> dict[str, dict]:
     """Protein's suggestion as a proposal (raw numbers: ``safety.clamp`` rounds and bounds them)."""
     flat = flatten(suggestion)
@@ -406,14 +421,12 @@ def run_protein(space: list[WholeParam], baseline: dict, trials: int, timesteps:
     # Only Protein needs torch and PufferLib's sweep: seconds to import, and the other
     # methods (and the tests, where PufferLib may be missing) run without them.
     import torch
-    from pufferlib.sweep import Protein
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     chatter = io.StringIO()  # Protein prints its samples and predictions
-    with contextlib.redirect_stdout(chatter):
-        protein = Protein(protein_config(space, baseline))
+    protein = new_protein(protein_config(space, baseline))
     records = []
     for number in range(trials):
         with contextlib.redirect_stdout(chatter):

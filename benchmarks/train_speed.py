@@ -7,6 +7,9 @@ is shared: only ratios measured side by side mean anything):
 
 - ``pointmass``: a minimal NumPy point-mass ``pufferlib.PufferEnv`` (512 agents in one
   env, Serial backend) trained by a plain ``PuffeRL`` evaluate/train loop.
+- ``cdrone``: the same minimal loop on PufferLib's C ``drone`` env (``pufferlib.ocean.drone``,
+  512 agents in one env, built by ``DREX_PUFFER_ENVS=drone bash scripts/setup.sh``): what
+  PufferLib's own loop reaches here on a compiled drone env. Skipped when it is not built.
 - ``drex``: drex-opt's own training path on the quick baseline (``drex_opt.run.train``'s
   ``_seed_everything`` + ``_make_trainer`` (which calls ``build``) + ``_train``, exactly what
   the ``drex-opt train`` child runs).
@@ -48,7 +51,8 @@ from benchmarks.machine import describe, header_markdown
 
 BEFORE_REV = "557699e"
 MARK = "@speed "
-VARIANTS = ("pointmass", "drex_before", "drex", "drex_mp2")
+VARIANTS = ("pointmass", "cdrone", "drex_before", "drex", "drex_mp2")
+REFERENCES = ("pointmass", "cdrone")  # the minimal loops drex-opt is measured against
 TIMERS = ("env", "eval_forward", "eval_copy", "eval_misc", "train_forward", "learn", "train_misc")
 
 
@@ -162,8 +166,8 @@ def one_run(variant: str, steps: int, before_dir: str | None) -> dict:
     logs_seen: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         seed = train._seed_everything(cfg)
-        if variant == "pointmass":
-            trainer = _point_mass_trainer(cfg, Path(tmp), train, seed)
+        if variant in REFERENCES:
+            trainer = _minimal_trainer(cfg, Path(tmp), train, seed, variant)
         else:
             trainer, _, _, _ = train._make_trainer(cfg, Path(tmp), "drone_pp", None, seed)
         inner = trainer.train
@@ -177,7 +181,7 @@ def one_run(variant: str, steps: int, before_dir: str | None) -> dict:
         trainer.train = recording_train
         t = time.perf_counter()
         step0 = trainer.global_step
-        if variant == "pointmass":
+        if variant in REFERENCES:
             while trainer.global_step < cfg["train"]["total_timesteps"]:
                 trainer.evaluate()
                 trainer.train()
@@ -194,8 +198,9 @@ def one_run(variant: str, steps: int, before_dir: str | None) -> dict:
                        if k.startswith("performance/")}}
 
 
-def _point_mass_trainer(cfg: dict, run_dir: Path, train, seed: int):
-    """The minimal loop: one 512-agent point-mass env, Serial, PufferLib's default MLP, plain PuffeRL."""
+def _minimal_trainer(cfg: dict, run_dir: Path, train, seed: int, variant: str):
+    """The minimal loop: one 512-agent env (point mass or PufferLib's C drone), Serial,
+    PufferLib's default MLP, plain PuffeRL."""
     import pufferlib.models
     import pufferlib.pufferl as pufferl
     import pufferlib.vector
@@ -205,8 +210,14 @@ def _point_mass_trainer(cfg: dict, run_dir: Path, train, seed: int):
             return None
 
     agents = cfg["env"]["num_envs"] * cfg["env"]["num_drones"] * cfg["vec"]["num_envs"]
-    vecenv = pufferlib.vector.make(point_mass_class(), backend=pufferlib.vector.Serial, num_envs=1,
-                                   env_kwargs={"num_agents": agents}, seed=seed)
+    if variant == "cdrone":
+        from pufferlib.ocean.drone.drone import Drone
+
+        env_class, kwargs = Drone, {"num_envs": agents}  # the C drone counts its agents with num_envs
+    else:
+        env_class, kwargs = point_mass_class(), {"num_agents": agents}
+    vecenv = pufferlib.vector.make(env_class, backend=pufferlib.vector.Serial, num_envs=1,
+                                   env_kwargs=kwargs, seed=seed)
     policy = pufferlib.models.Default(vecenv.driver_env, hidden_size=train.POLICY_HIDDEN)
     flat = train.train_config(cfg, "drone_pp", run_dir, vecenv.num_agents, [])
     return Quiet(flat, vecenv, policy)
@@ -283,26 +294,28 @@ def render(info: dict, payload: dict) -> str:
     runs = payload["runs"]
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in runs)]
     by = {v: [r for r in runs if r["variant"] == v] for v in variants}
-    pm_loop = med([r["loop_sps"] for r in by.get("pointmass", [])])
-    pm_puffer = med([r["puffer_sps"] for r in by.get("pointmass", [])])
-    names = {"pointmass": "minimal loop, point-mass env", "drex_before": f"drex-opt before ({payload['before']})",
+    names = {"pointmass": "minimal loop, point-mass env", "cdrone": "minimal loop, PufferLib's C drone",
+             "drex_before": f"drex-opt before ({payload['before']})",
              "drex": "drex-opt now", "drex_mp2": "drex-opt now, vec.num_workers 2 (Multiprocessing)"}
-    pm_by_round = {r["round"]: r for r in by.get("pointmass", [])}
+    refs = [v for v in REFERENCES if v in by]
+    ref_by_round = {ref: {r["round"]: r for r in by[ref]} for ref in refs}
 
-    def round_ratios(v: str, key: str) -> str:
-        ratios = [r[key] / pm_by_round[r["round"]][key] for r in by[v]
-                  if r["round"] in pm_by_round and r[key] and pm_by_round[r["round"]][key]]
+    def round_ratios(v: str, key: str, ref: str) -> str:
+        ratios = [r[key] / ref_by_round[ref][r["round"]][key] for r in by[v]
+                  if r["round"] in ref_by_round[ref] and r[key] and ref_by_round[ref][r["round"]][key]]
         return f"{med(ratios):.2f}x [{min(ratios):.2f}–{max(ratios):.2f}]" if ratios else "-"
 
     mp_note = f" ({payload['mp_steps']:,} with vec.num_workers 2)" if "drex_mp2" in variants else ""
+    short = {"pointmass": "point-mass", "cdrone": "C drone"}
     rows = []
     for v in variants:
         loop = [r["loop_sps"] for r in by[v]]
         puff = [r["puffer_sps"] for r in by[v]]
         rows.append([names[v], f"{med(loop):,.0f} [{min(loop):,.0f}–{max(loop):,.0f}]",
-                     f"{med(loop) / pm_loop:.2f}x" if pm_loop else "-", round_ratios(v, "loop_sps"),
-                     f"{med(puff):,.0f}", f"{med(puff) / pm_puffer:.2f}x" if pm_puffer else "-",
-                     round_ratios(v, "puffer_sps")])
+                     *[round_ratios(v, "loop_sps", ref) for ref in refs], f"{med(puff):,.0f}",
+                     *[round_ratios(v, "puffer_sps", ref) for ref in refs]])
+    headers = ["variant", "loop SPS", *[f"loop vs {short[ref]}" for ref in refs], "PuffeRL SPS",
+               *[f"PuffeRL vs {short[ref]}" for ref in refs]]
     lines = ["# Training speed: drex-opt's training path against a minimal PuffeRL loop\n", header_markdown(info),
              f"- rounds: {payload['rounds']} (variants interleaved in every round, each run in a fresh process); "
              f"{payload['steps']:,} agent steps per run{mp_note}; train seed 1; load average {payload['load_before']} before, "
@@ -311,14 +324,13 @@ def render(info: dict, payload: dict) -> str:
              "medians over rounds), not the absolute values.\n",
              "Quick baseline topology: env.num_envs 8 x env.num_drones 16 x vec.num_envs 4 = 512 agents, "
              "vec.num_workers 1, bptt 32, MLP hidden 128, adam. The point-mass loop trains 512 agents with the "
-             "same train config, policy and optimiser.\n",
+             "same train config, policy and optimiser, on a NumPy point-mass env and on PufferLib's C drone "
+             "(one env of 512 agents, the drone.ini's other env settings as PufferLib's defaults).\n",
              "## Training SPS\n",
              "`loop SPS`: agent steps over the wall time of the evaluate/train loop; `PuffeRL SPS`: the median "
-             "of PuffeRL's own `SPS` reports after the first. Median [min–max] over rounds; `vs point-mass`: "
-             "ratio of the medians; `per round`: the ratio to the point-mass run of the same round, median "
-             "[min–max] over rounds.\n",
-             md_table(["variant", "loop SPS", "vs point-mass", "per round", "PuffeRL SPS", "vs point-mass",
-                       "per round"], rows),
+             "of PuffeRL's own `SPS` reports after the first. Median [min–max] over rounds; `vs <loop>`: the "
+             "ratio to that minimal loop's run of the same round, median [min–max] over rounds.\n",
+             md_table(headers, rows),
              "\n## Where the time goes (PuffeRL `performance/*`)\n",
              "Seconds accumulated by PuffeRL's profiler (every 5th epoch), median over rounds, and the share of "
              "`eval` + `train` (the profiler's `eval` and `train` include their `*_misc` parts).\n"]

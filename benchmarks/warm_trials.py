@@ -1,12 +1,21 @@
-"""Warm trials: what a study spends outside PufferLib's training, cold against warm start.
+"""Warm trials: what a study spends outside PufferLib's training, before and after warm
+trial workers.
 
-Run from the repository root: .venv/bin/python -m benchmarks.warm_trials [--quick] [--rounds N]
+Run from the repository root: .venv/bin/python -m benchmarks.warm_trials [--quick] [--rounds N] [--before REV]
 
-Each round runs the same ``drex-opt study`` four ways, one after the other: ``--no-fork``
-(every trial a fresh interpreter: imports torch and PufferLib itself) and the default warm
-start (every trial a fork of a server that imported them once), each with ``--jobs 1`` and
-``--jobs 2``. Trials are ``diagnostic_grip`` trials of 300k agent steps (the focus's own
-short budget), no early stopping, fresh SQLite storage.
+Each round runs the same ``drex-opt study`` six ways, one after the other, each with
+``--jobs 1`` and ``--jobs 2``:
+
+- **before**: the code at ``--before`` (taken out of git into a temporary folder and run
+  with this interpreter): every trial a fresh interpreter, and that revision's env and
+  training path;
+- **cold**: today's code with ``--no-fork`` (every trial a fresh interpreter that imports
+  torch and PufferLib itself);
+- **warm**: today's default (every trial a fork of a server that imported them once).
+
+Trials are ``diagnostic_grip`` trials of 300k agent steps (the focus's own short budget),
+the space's 12 trials, no early stopping, no seed repeats, fresh SQLite storage, the same
+sampler seed for the six studies of a round. Each study waits for a quiet machine first.
 
 - **inside training**: the sum over trials of PuffeRL's own clock (``uptime`` at the run's
   last report: from the trainer's creation to its last epoch), over the study's wall time
@@ -17,8 +26,9 @@ short budget), no early stopping, fresh SQLite storage.
 - **study start-up**: the command's wall time before its first trial started (imports,
   storage, the warm server's own imports, which overlap with opening the study).
 
-Wall-time numbers move with the machine's other load (load averages recorded); the cold
-and warm rows of a round run back to back so they see the same machine.
+Wall-time numbers move with the machine's other load (load averages recorded); the
+studies of a round run back to back so they see the same machine, and the ratios are taken
+round by round.
 Writes ``benchmarks/results/warm_trials[_quick].{json,md}``.
 """
 
@@ -30,16 +40,19 @@ import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
 
-from benchmarks.common import md_table, result_name, spread_text, write_results
+from benchmarks.common import ROOT, md_table, result_name, spread_text, write_results
 from benchmarks.machine import describe, header_markdown
 
 FOCUS = "diagnostic_grip"
+BEFORE_REV = "557699e"  # cold trial children and the training path before the speed work
+STARTS = ("before", "cold", "warm")
 
 
 def load() -> list[float]:
@@ -56,18 +69,40 @@ def _uptime(run_dir: str | None) -> float | None:
     return float(uptime) if isinstance(uptime, (int, float)) else None
 
 
-def study_run(warm: bool, jobs: int, trials: int, timesteps: int, seed: int, work: Path) -> dict:
+def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
+    """Wait (up to ``max_wait_s``) until the 1-minute load average is below ``max_load``."""
+    t = time.time()
+    while os.getloadavg()[0] >= max_load and time.time() - t < max_wait_s:
+        time.sleep(5)
+    return time.time() - t
+
+
+def code_at(rev: str, where: Path) -> Path:
+    """The repository's tree at ``rev`` (package, search spaces, baselines) under ``where``."""
+    archive = where / "src.tar"
+    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(archive), rev], check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(where / "src", filter="data")
+    archive.unlink()
+    return where / "src"
+
+
+def study_run(start: str, jobs: int, trials: int, timesteps: int, seed: int, work: Path,
+              before_code: Path | None = None) -> dict:
     """One ``drex-opt study`` as a user runs it; its wall time and where it went."""
-    tag = f"{'warm' if warm else 'cold'}-j{jobs}-s{seed}-{time.monotonic_ns()}"
+    tag = f"{start}-j{jobs}-s{seed}-{time.monotonic_ns()}"
     db = work / f"{tag}.db"
     cmd = [str(Path(sys.executable).with_name("drex-opt")), "study", "--focus", FOCUS, "--trials", str(trials),
            "--timesteps", str(timesteps), "--jobs", str(jobs), "--repeats", "0", "--no-early-stopping",
            "--storage", f"sqlite:///{db}", "--study-name", tag, "--seed", str(seed), "--json"]
-    if not warm:
+    env = dict(os.environ)
+    if start == "cold":
         cmd.append("--no-fork")
+    elif start == "before":
+        env["PYTHONPATH"] = str(before_code)  # that revision's package, search spaces and baselines
     before = load()
     started = time.time()
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     wall = time.time() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -80,7 +115,7 @@ def study_run(warm: bool, jobs: int, trials: int, timesteps: int, seed: int, wor
                      "start_s": t.datetime_start.timestamp() - started, "sps": t.user_attrs.get("sps")})
     inside = sum(r["uptime_s"] or 0 for r in rows)  # over all slots: up to jobs x wall
     steady = [r["wall_s"] - r["uptime_s"] for r in rows[1:] if r["uptime_s"] is not None]
-    return {"warm": warm, "jobs": jobs, "seed": seed, "trials": len(rows), "wall_s": wall,
+    return {"start": start, "jobs": jobs, "seed": seed, "trials": len(rows), "wall_s": wall,
             "trials_per_hour": len(rows) / wall * 3600, "inside_training_s": inside,
             "inside_share": inside / (wall * jobs), "overhead_per_trial_s": statistics.median(steady) if steady else None,
             "first_trial_start_s": min(r["start_s"] for r in rows), "first_trial_overhead_s":
@@ -89,29 +124,37 @@ def study_run(warm: bool, jobs: int, trials: int, timesteps: int, seed: int, wor
 
 
 def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
-    def pick(warm: bool, jobs: int) -> list[dict]:
-        return [r for r in runs if r["warm"] == warm and r["jobs"] == jobs]
+    def pick(start: str, jobs: int) -> list[dict]:
+        return [r for r in runs if r["start"] == start and r["jobs"] == jobs]
 
-    def tph(warm: bool, jobs: int) -> float:
-        return statistics.median(r["trials_per_hour"] for r in pick(warm, jobs))
+    def ratio(a: tuple[str, int], b: tuple[str, int]) -> str:
+        """Median of the per-round ratios of trials per hour (the two studies saw the same machine)."""
+        values = [x["trials_per_hour"] / y["trials_per_hour"] for x in pick(*a) for y in pick(*b)
+                  if x["seed"] == y["seed"]]
+        return spread_text(values, lambda v: f"{v:.2f}x") if values else "-"
+
+    starts = [s for s in STARTS if any(r["start"] == s for r in runs)]
+    labels = {"before": f"before ({settings.get('before')})", "cold": "cold (`--no-fork`)", "warm": "warm"}
 
     lines = ["# Warm trials: a study's time outside PufferLib's training\n", header_markdown(info),
              f"- mode: {'quick (smoke)' if settings['quick'] else 'full'}; {settings['rounds']} round(s); "
              f"sampler seeds {settings['seeds']}; {settings['trials']} `{FOCUS}` trials of "
              f"{settings['timesteps']:,} agent steps per study; wall time {settings['wall_time_min']:.1f} min\n",
-             "Cold: `drex-opt study --no-fork` (each trial a fresh Python that imports torch and PufferLib). "
-             "Warm: the default (each trial a fork of a server that imported them once). Each round runs the "
-             "four studies back to back; medians over rounds, spread [min–max]. Wall-time numbers on a shared "
-             "2-core machine (load averages recorded).\n",
+             f"Before: the code at `{settings.get('before')}` (each trial a fresh Python; that revision's env and "
+             "training path). Cold: today's `drex-opt study --no-fork` (each trial a fresh Python that imports "
+             "torch and PufferLib). Warm: today's default (each trial a fork of a server that imported them "
+             "once). Each round runs its studies back to back, each after waiting for a quiet machine; medians "
+             "over rounds, spread [min–max]. Wall-time numbers on a shared 2-core machine (load averages "
+             "recorded).\n",
              "A speed benchmark: no space, default or setting was tuned on these sampler seeds, so there is no "
              "design set to keep apart; the rival is what users ran before, a fresh Python per trial "
              "(`--no-fork`), on the same seeds and trials. What the trials learn is the search-efficiency "
              "benchmarks' subject, not this one's.\n"]
     rows = []
-    for warm in (False, True):
+    for start in starts:
         for jobs in (1, 2):
-            rs = pick(warm, jobs)
-            rows.append(["warm" if warm else "cold", jobs,
+            rs = pick(start, jobs)
+            rows.append([labels[start], jobs,
                          spread_text([r["trials_per_hour"] for r in rs], lambda v: f"{v:.0f}"),
                          spread_text([r["wall_s"] for r in rs], lambda v: f"{v:.1f}"),
                          spread_text([r["inside_share"] for r in rs], lambda v: f"{v:.0%}"),
@@ -126,10 +169,13 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
               "`overhead per trial`: a trial's wall time minus its time inside training, trials after the first. "
               "`study start-up`: from the command's start to its first trial's start. `first trial overhead`: "
               "the first trial's wall time outside training (a warm study's server imports once, here).\n"]
-    lines.append(f"- warm against cold, `--jobs 1`: **{tph(True, 1) / tph(False, 1):.2f}x** the trials per hour")
-    lines.append(f"- warm against cold, `--jobs 2`: **{tph(True, 2) / tph(False, 2):.2f}x**")
-    lines.append(f"- `--jobs 2` against `--jobs 1`, warm: **{tph(True, 2) / tph(True, 1):.2f}x**; "
-                 f"cold: {tph(False, 2) / tph(False, 1):.2f}x\n")
+    lines.append("Trials per hour, ratios of the studies of the same round, median [min–max]:\n")
+    rrows = [[f"{labels[a]} against {labels[b]}, `--jobs {j}`", ratio((a, j), (b, j))]
+             for a, b in (("warm", "before"), ("warm", "cold")) if a in starts and b in starts for j in (1, 2)]
+    rrows += [[f"`--jobs 2` against `--jobs 1`, {labels[s]}", ratio((s, 2), (s, 1))] for s in starts]
+    lines += [md_table(["trials per hour", "ratio"], rrows), ""]
+    if settings.get("notes"):
+        lines += ["## Notes\n", settings["notes"], ""]
     return "\n".join(lines) + "\n"
 
 
@@ -137,12 +183,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.warm_trials", description=__doc__.split("\n")[0])
     parser.add_argument("--render", type=Path, help="rewrite the markdown of a stored result JSON (no runs)")
     parser.add_argument("--quick", action="store_true", help="one round of 3 trials")
-    parser.add_argument("--rounds", type=int, help="rounds of the four studies (default: 1 quick, 3 full)")
-    parser.add_argument("--trials", type=int, help="trials per study (default: 3 quick, 8 full)")
+    parser.add_argument("--rounds", type=int, help="rounds of the six studies (default: 1 quick, 3 full)")
+    parser.add_argument("--trials", type=int, help="trials per study (default: 3 quick, 12 full: the space's budget)")
+    parser.add_argument("--before", default=BEFORE_REV, help="git revision of the 'before' code")
+    parser.add_argument("--starts", nargs="+", choices=STARTS, default=list(STARTS))
+    parser.add_argument("--max-load", type=float, default=0.7,
+                        help="before each study, wait until the 1-minute load average is below this")
+    parser.add_argument("--max-wait", type=float, default=60.0, help="longest wait for that, seconds")
+    parser.add_argument("--notes", default="", help="markdown appended to the report")
     parser.add_argument("--timesteps", type=int, default=300_000, help="agent steps per trial")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.trials = args.trials or (3 if args.quick else 8)
+    args.trials = args.trials or (3 if args.quick else 12)
     return args
 
 
@@ -151,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         payload = json.loads(args.render.read_text())
         for run in payload["runs"]:
+            run.setdefault("start", "warm" if run.pop("warm", False) else "cold")  # results before "before"
             run["inside_share"] = run["inside_training_s"] / (run["wall_s"] * run["jobs"])
         args.render.with_suffix(".md").write_text(markdown(payload["info"], payload["settings"], payload["runs"]))
         args.render.write_text(json.dumps(payload, indent=2) + "\n")
@@ -159,16 +212,20 @@ def main(argv: list[str] | None = None) -> None:
     seeds = list(range(1, args.rounds + 1))
     runs = []
     with tempfile.TemporaryDirectory(prefix="drex-warm-") as tmp:
+        before_code = code_at(args.before, Path(tmp)) if "before" in args.starts else None
         for seed in seeds:
             for jobs in (1, 2):
-                for warm in (False, True):
-                    run = study_run(warm, jobs, args.trials, args.timesteps, seed, Path(tmp))
-                    print(f"round {seed}: {'warm' if warm else 'cold'} --jobs {jobs}: {run['wall_s']:.1f} s, "
+                for start in args.starts:
+                    waited = wait_for_quiet(args.max_load, args.max_wait)
+                    run = study_run(start, jobs, args.trials, args.timesteps, seed, Path(tmp), before_code)
+                    run["waited_s"] = round(waited, 1)
+                    print(f"round {seed}: {start} --jobs {jobs}: {run['wall_s']:.1f} s, "
                           f"{run['inside_share']:.0%} inside training, overhead/trial "
                           f"{run['overhead_per_trial_s'] or 0:.2f} s", flush=True)
                     runs.append(run)
     settings = {"quick": args.quick, "rounds": args.rounds, "seeds": seeds, "trials": args.trials,
-                "timesteps": args.timesteps, "wall_time_min": (time.time() - started) / 60}
+                "timesteps": args.timesteps, "wall_time_min": (time.time() - started) / 60,
+                "before": args.before, "notes": args.notes}
     info = describe()
     payload = {"info": info, "settings": settings, "runs": runs}
     for path in write_results(result_name("warm_trials", args.quick), payload, markdown(info, settings, runs)):

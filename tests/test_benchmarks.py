@@ -59,8 +59,8 @@ def test_protein_suggest_observe_round_trip_through_clamp(baseline, monkeypatch)
     cfg = se.protein_config(space, baseline)
     assert cfg["train"]["learning_rate"]["distribution"] == "log_normal"
     assert cfg["train"]["optimizer"] == {"distribution": "int_uniform", "min": 0, "max": 2, "mean": 1, "scale": "auto"}
+    protein = se.new_protein(cfg)
     with contextlib.redirect_stdout(io.StringIO()):
-        protein = sweep.Protein(cfg)
         first, _ = protein.suggest(None)
     overrides, _ = se.trial_overrides(se.protein_decode(first, space), baseline, 300_000, 1)
     # The first suggestion is the search centre: the baseline itself, once clamped.
