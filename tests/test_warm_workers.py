@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import optuna
 import psutil
@@ -92,3 +94,30 @@ def test_a_warm_child_trains_with_the_callers_environment_and_reports_failures(t
     bad = runner.run_training(cfg, tmp_path / "bad", launch=launch, load_model=tmp_path / "run" / "config.json")
     assert bad.summary["status"] == "failed" and bad.summary["error"]
     assert bad.summary["behavioral_analysis"]["next_focus"] == "fix_run"
+
+
+CALLER = '''
+import sys
+if __name__ != "__main__":  # multiprocessing re-running this script in a child
+    with open(sys.argv[1] if len(sys.argv) > 1 else {marker!r}, "a") as fh:
+        fh.write(__name__ + "\\n")
+else:
+    from drex_opt.run.forkserver import ForkLauncher
+
+    child = ForkLauncher(threads=1)(["--config", {missing!r}, "--run-dir", {run!r}], {{"PATH": "/usr/bin"}})
+    out = child.stdout.read()
+    sys.exit(0 if child.wait(60) != 0 and "missing.json" in out else 3)
+'''
+
+
+@pytest.mark.parametrize("how", ["path", "module"])
+def test_a_forked_child_does_not_rerun_the_callers_main_script(tmp_path, how):
+    """Each child would otherwise run the caller's script again (for drex-opt, its CLI: ~0.17 s a trial)."""
+    marker = tmp_path / "main-ran"
+    (tmp_path / "caller.py").write_text(CALLER.format(marker=str(marker), missing=str(tmp_path / "missing.json"),
+                                                      run=str(tmp_path / "run")))
+    argv = [sys.executable, str(tmp_path / "caller.py")] if how == "path" else [sys.executable, "-m", "caller"]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path])))
+    assert proc.returncode == 0, proc.stderr[-2000:]  # the child ran and failed on the missing config
+    assert not marker.exists(), f"the caller's script ran again in the child as {marker.read_text()!r}"

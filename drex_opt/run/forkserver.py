@@ -16,21 +16,23 @@ modules preloaded; every run is then a fresh fork of it, so isolation is unchang
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import threading
-from multiprocessing import forkserver
+from multiprocessing import forkserver, spawn
 from typing import IO
 
 from drex_opt.run.runner import Child, thread_env
 
-# Imported once in the forkserver; children inherit them already initialised. "__main__"
-# (the caller's script, e.g. the drex-opt console script) would otherwise be re-imported
-# by every child.
-PRELOAD = ["__main__", "drex_opt.run.preload"]
+# Imported once in the forkserver; children inherit them already initialised.
+PRELOAD = ["drex_opt.run.preload"]
+# The caller's main script as multiprocessing names it (``init_main_from_path`` or
+# ``_name``), for the server to take on (see drex_opt.run.preload.adopt_callers_main).
+MAIN_ENV = "DREX_FORK_CALLER_MAIN"
 
 _context = multiprocessing.get_context("forkserver")
 _start_lock = threading.Lock()
@@ -108,6 +110,9 @@ class ForkLauncher:
             _context.set_forkserver_preload(PRELOAD)
             saved = dict(os.environ)
             os.environ.update(thread_env(self.threads))
+            prep = spawn.get_preparation_data("drex-opt-training")
+            os.environ[MAIN_ENV] = json.dumps({"path": prep.get("init_main_from_path"),
+                                               "name": prep.get("init_main_from_name")})
             try:
                 forkserver.ensure_running()
             finally:
