@@ -99,7 +99,7 @@ def test_a_warm_child_trains_with_the_callers_environment_and_reports_failures(t
 CALLER = '''
 import sys
 if __name__ != "__main__":  # multiprocessing re-running this script in a child
-    with open(sys.argv[1] if len(sys.argv) > 1 else {marker!r}, "a") as fh:
+    with open({marker!r}, "a") as fh:
         fh.write(__name__ + "\\n")
 else:
     from drex_opt.run.forkserver import ForkLauncher
