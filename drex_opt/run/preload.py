@@ -26,6 +26,7 @@ with warnings.catch_warnings():
 
 from drex_opt.envs import drone_pp, drone_pp_hard  # noqa: F401, E402
 from drex_opt.run import train  # noqa: F401, E402
+from drex_opt.run.forkserver import MAIN_ENV  # noqa: E402
 
 
 def adopt_callers_main() -> None:
@@ -38,8 +39,6 @@ def adopt_callers_main() -> None:
     preparation data does not carry), and the children need nothing from it: their target
     and arguments live in this package. So the server takes on the name instead.
     """
-    from drex_opt.run.forkserver import MAIN_ENV
-
     caller = json.loads(os.environ.pop(MAIN_ENV, "{}") or "{}")
     main = sys.modules["__main__"]
     if caller.get("path"):
