@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +21,20 @@ NOT_REACHED = math.inf
 
 Curve = list[tuple[float, float]]  # (cumulative agent steps, best value so far), steps increasing
 
+
+
+def load() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages, recorded beside wall-time numbers."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
+    """Wait (up to ``max_wait_s``) until the 1-minute load average is below ``max_load``:
+    on a shared machine another job's burst would land on one variant only. Returns the wait."""
+    t = time.time()
+    while os.getloadavg()[0] >= max_load and time.time() - t < max_wait_s:
+        time.sleep(5)
+    return time.time() - t
 
 def result_name(name: str, quick: bool) -> str:
     """``<name>_quick`` for quick mode so a smoke run never overwrites committed full results."""

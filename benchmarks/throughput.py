@@ -23,7 +23,7 @@ from pathlib import Path
 
 import optuna
 
-from benchmarks.common import RESULTS, md_table, result_name, spread_text, write_results
+from benchmarks.common import RESULTS, load, md_table, result_name, spread_text, write_results
 from benchmarks.machine import describe, header_markdown
 from drex_opt.rules import config
 from drex_opt.run import runner
@@ -32,9 +32,6 @@ from drex_opt.run import runner
 # job counts train comparable work (its start-up trials are seeded random samples).
 FOCUS = "optimize_performance"
 
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def baseline_sps(seed: int, run_dir: Path) -> dict:

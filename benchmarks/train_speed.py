@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, ROOT, md_table, result_name, write_results
+from benchmarks.common import RESULTS, ROOT, load, md_table, result_name, wait_for_quiet, write_results
 from benchmarks.machine import describe, header_markdown
 
 BEFORE_REV = "557699e"
@@ -56,17 +56,6 @@ REFERENCES = ("pointmass", "cdrone")  # the minimal loops drex-opt is measured a
 TIMERS = ("env", "eval_forward", "eval_copy", "eval_misc", "train_forward", "learn", "train_misc")
 
 
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
-    """Wait (up to ``max_wait_s``) until the 1-minute load average is below ``max_load``:
-    on a shared machine another job's burst would land on one variant only. Returns the wait."""
-    t = time.time()
-    while os.getloadavg()[0] >= max_load and time.time() - t < max_wait_s:
-        time.sleep(5)
-    return time.time() - t
 
 
 # ------------------------------------------------------------ the point-mass env

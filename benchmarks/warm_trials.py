@@ -47,16 +47,13 @@ from pathlib import Path
 
 import optuna
 
-from benchmarks.common import ROOT, md_table, result_name, spread_text, write_results
+from benchmarks.common import ROOT, load, md_table, result_name, spread_text, wait_for_quiet, write_results
 from benchmarks.machine import describe, header_markdown
 
 FOCUS = "diagnostic_grip"
 BEFORE_REV = "557699e"  # cold trial children and the training path before the speed work
 STARTS = ("before", "cold", "warm")
 
-
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _uptime(run_dir: str | None) -> float | None:
@@ -68,13 +65,6 @@ def _uptime(run_dir: str | None) -> float | None:
     uptime = (summary.get("metrics") or {}).get("uptime") or (history[-1].get("uptime") if history else None)
     return float(uptime) if isinstance(uptime, (int, float)) else None
 
-
-def wait_for_quiet(max_load: float, max_wait_s: float) -> float:
-    """Wait (up to ``max_wait_s``) until the 1-minute load average is below ``max_load``."""
-    t = time.time()
-    while os.getloadavg()[0] >= max_load and time.time() - t < max_wait_s:
-        time.sleep(5)
-    return time.time() - t
 
 
 def code_at(rev: str, where: Path) -> Path:
