@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS, md_table, pct, result_name, spread_text, steps_text, write_results
 from benchmarks.machine import describe, header_markdown
+from drex_opt import autopilot
 from drex_opt.run import checkpoint
 
 CLI = str(Path(sys.executable).parent / "drex-opt")
@@ -53,6 +55,8 @@ METHODS = ("continue unchanged", "warm loop", "scratch study + next run")
 START_STEPS = 1_000_000
 # Seeds the warm search spaces were tried on while they were written: never evaluated on.
 DESIGN_SEEDS = (1, 2)
+# Seeds whose results were seen when the study cap was made to wait for a gripping drone.
+CAP_RULE_SEEDS = (11, 12, 13, 31, 32, 33, 41, 42, 43)
 
 
 def drex(*args: str, cwd: Path, log: list) -> subprocess.CompletedProcess:
@@ -155,9 +159,11 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = 
     pilot = autopilot_dir(folder, seed)
     url = f"sqlite:///{folder}/s.db"
     more = ["--trials", str(trials)] if trials else []
-    # The first study is capped as the autopilot caps its own (one run's agent steps) unless told.
-    first_cap = study_budget or run_steps()
-    capped = ["--budget", str(first_cap)]
+    # The first study is capped as the autopilot caps its own (autopilot.study_cap) unless told.
+    first_cap, first_cap_why = autopilot.study_cap(autopilot.AutopilotSettings(study_budget=study_budget),
+                                                   start_dir, s)
+    capped = ["--budget", str(int(first_cap))] if math.isfinite(first_cap) else []
+    out["first_study_cap"] = first_cap_why
     drex("study", "--from-run", str(start_dir), "--storage", url, "--study-name", "first", "--json", *more,
          *capped, *on_env, cwd=folder, log=log)
     first = study_steps(folder / "studies" / "first")
@@ -198,14 +204,20 @@ def markdown(info: dict, settings: dict, seeds: list[dict]) -> str:
               "spaces were written, to check the benchmark itself; nothing was changed after it, and these seeds "
               "are never evaluation seeds" if settings.get("design") else
               f"- evaluation seeds: {', '.join(str(s['seed']) for s in seeds)}; the warm search spaces were "
-              f"written and probed on seeds {', '.join(map(str, DESIGN_SEEDS))} (never evaluated here)"),
+              f"written and probed on seeds {', '.join(map(str, DESIGN_SEEDS))} (never evaluated here)"
+              + ("; the study cap's grip condition was chosen after results on seeds "
+                 f"{', '.join(map(str, CAP_RULE_SEEDS))}" if settings.get("cap_waits_for_grip") else "")),
              f"- every method starts from the quick baseline trained {START_STEPS:,} agent steps with the seed; "
              f"total budget {settings['budget']:,} agent steps, the start run included",
              "- studies: " + ", ".join(filter(None, [
                  f"{settings['trials']} trials each" if settings.get("trials") else "each focus's own trial budget",
                  f"at most {settings['study_budget']:,} agent steps each" if settings.get("study_budget") else
-                 (f"warm studies at most one run's agent steps each ({settings['default_study_cap']:,}, the autopilot's "
-                  "default), the scratch study its focus's own budget"
+                 (f"warm studies as the autopilot caps them (at most one run's agent steps, "
+                  f"{settings['default_study_cap']:,}, once the drone grips in ≥ 10% of episodes; "
+                  "before that the focus's own budget), the scratch study its focus's own budget"
+                  if settings.get("default_study_cap") and settings.get("cap_waits_for_grip") else
+                  f"warm studies at most one run's agent steps each ({settings['default_study_cap']:,}, the "
+                  "autopilot's default), the scratch study its focus's own budget"
                   if settings.get("default_study_cap") else None)])),
              "",
              "End-to-end success of the drone each method has at a total budget (its last completed run at or "
@@ -258,7 +270,7 @@ def plot(seeds: list[dict], path: Path, budget: int) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 6M steps, 3-trial studies (smoke)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[51, 52, 53])
     parser.add_argument("--budget", type=int, default=24_000_000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temp folder)")
     parser.add_argument("--jobs", type=int, default=2, help="seeds at once")
@@ -276,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if set(args.seeds) & set(DESIGN_SEEDS) and not args.design:
         raise SystemExit(f"seeds {DESIGN_SEEDS} shaped the warm spaces; evaluate on others (or say --design)")
+    if set(args.seeds) & set(CAP_RULE_SEEDS) and not (args.design or args.quick):
+        raise SystemExit(f"seeds {CAP_RULE_SEEDS} shaped the study cap; evaluate on others (or say --design)")
     seeds = args.seeds[:1] if args.quick else args.seeds
     budget = 6_000_000 if args.quick else args.budget
     trials = 3 if args.quick else args.trials
@@ -289,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
                                  seeds))
     settings = {"budget": budget, "budgets": budgets, "quick": args.quick, "work": str(work),
                 "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env, "trials": trials,
-                "study_budget": args.study_budget, "default_study_cap": None if args.study_budget else run_steps()}
+                "study_budget": args.study_budget, "default_study_cap": None if args.study_budget else run_steps(),
+                "cap_waits_for_grip": True}
     stem = "warm_loop" if args.env == "drone_pp" else f"warm_loop_{args.env}"
     name = f"{stem}_design" if args.design else result_name(stem, args.quick)
     settings["name"] = name

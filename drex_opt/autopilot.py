@@ -305,21 +305,32 @@ def study_steps(run_dir: Path) -> int:
     return total
 
 
-def study_cap(settings: AutopilotSettings, run_dir: Path) -> tuple[float, str]:
+# The brief's "warning" line on grip (grip_success < 0.1): below it the drone grips in fewer
+# than one episode in ten and carrying, delivery and end-to-end have nothing to build on.
+GRIP_LEARNED = 0.1
+
+
+def study_cap(settings: AutopilotSettings, run_dir: Path, summary: dict | None = None) -> tuple[float, str]:
     """The agent steps a generation's study may train, and what set that cap.
 
     ``--study-budget`` when given. Otherwise a study sized by its focus trains at most what
-    the run it follows trained: a generation is one run plus a search no dearer than it, so
-    the loop never spends most of its compute searching before the drone gains from it
-    (warm trials of a few hundred thousand steps, several per focus, would). Trials or steps
-    per trial given explicitly size the study themselves: no default cap.
+    the run it follows trained, once the drone grips: a generation is then one run plus a
+    search no dearer than it, so the loop never spends most of its compute searching before
+    the drone gains from it. A drone that does not grip yet (``summary``'s grip success below
+    ``GRIP_LEARNED``, or no grip attempt at all) gets its focus's whole budget: continuing
+    such a drone unchanged teaches it little, and a search capped at one run is too small to
+    find the learning levers that make it grip. Trials or steps per trial given explicitly
+    size the study themselves: no default cap.
     """
     if settings.study_budget is not None:
         return settings.study_budget, "--study-budget"
-    if settings.study_trials is None and settings.study_timesteps is None:
-        cfg = read_json_object(run_dir / "config.json", "run config")
-        return int(cfg["train"]["total_timesteps"]), "one run's agent steps (the default study cap)"
-    return math.inf, "no cap"
+    if settings.study_trials is not None or settings.study_timesteps is not None:
+        return math.inf, "no cap"
+    grip = (summary or {}).get("grip_success")
+    if isinstance(grip, (int, float)) and grip < GRIP_LEARNED:
+        return math.inf, f"no cap: the drone grips in {grip:.1%} of episodes, below {GRIP_LEARNED:.0%}"
+    cfg = read_json_object(run_dir / "config.json", "run config")
+    return int(cfg["train"]["total_timesteps"]), "one run's agent steps (the default study cap)"
 
 
 def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult,
@@ -333,7 +344,7 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    cap, cap_name = study_cap(settings, run_dir)
+    cap, cap_name = study_cap(settings, run_dir, out.summary)
     allowed = min(ledger.left(), cap)
     if planning.fit_budget(plan, allowed) < 2:
         which = f"{cap_name} allows" if allowed < ledger.left() else "the budget leaves"

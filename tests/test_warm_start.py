@@ -315,6 +315,19 @@ def test_the_study_cap_is_the_runs_steps_unless_the_user_sized_the_study(tmp_pat
     assert cap(study_trials=9) == float("inf") and cap(study_timesteps=100_000) == float("inf")
 
 
+def test_a_drone_that_does_not_grip_yet_gets_its_focuss_whole_study(tmp_path):
+    """The brief's warning line, grip_success < 0.1: below it the study is not capped at one run."""
+    from drex_opt import autopilot
+
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"total_timesteps": 1_234_567}}))
+    cap = lambda grip, **kw: autopilot.study_cap(autopilot.AutopilotSettings(**kw), tmp_path,
+                                                 {"grip_success": grip})
+    assert cap(0.0)[0] == cap(0.099)[0] == float("inf")
+    assert "grips in 9.9% of episodes" in cap(0.099)[1]
+    assert cap(0.1)[0] == cap(0.36)[0] == cap(None)[0] == 1_234_567
+    assert cap(0.0, study_budget=5_000)[0] == 5_000  # the user's size still wins
+
+
 def test_a_budget_below_one_run_is_refused_before_anything_runs(pilot):
     proc = run_cli("autopilot", "--budget", "1000", "--timesteps", "100000", cwd=pilot, timeout=120)
     one_line_error(proc, "--budget", "the next run needs")
