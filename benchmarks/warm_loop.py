@@ -161,7 +161,7 @@ def one_seed(seed: int, budget: int, work: Path, trials: int | None, env: str = 
     more = ["--trials", str(trials)] if trials else []
     # The first study is capped as the autopilot caps its own (autopilot.study_cap) unless told.
     first_cap, first_cap_why = autopilot.study_cap(autopilot.AutopilotSettings(study_budget=study_budget),
-                                                   start_dir, s)
+                                                   run_steps(), s)
     capped = ["--budget", str(int(first_cap))] if math.isfinite(first_cap) else []
     out["first_study_cap"] = first_cap_why
     drex("study", "--from-run", str(start_dir), "--storage", url, "--study-name", "first", "--json", *more,

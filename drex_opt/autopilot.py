@@ -310,11 +310,11 @@ def study_steps(run_dir: Path) -> int:
 GRIP_LEARNED = 0.1
 
 
-def study_cap(settings: AutopilotSettings, run_dir: Path, summary: dict | None = None) -> tuple[float, str]:
+def study_cap(settings: AutopilotSettings, run_steps: int, summary: dict | None = None) -> tuple[float, str]:
     """The agent steps a generation's study may train, and what set that cap.
 
     ``--study-budget`` when given. Otherwise a study sized by its focus trains at most what
-    the run it follows trained, once the drone grips: a generation is then one run plus a
+    the run it follows trained (``run_steps``), once the drone grips: a generation is then one run plus a
     search no dearer than it, so the loop never spends most of its compute searching before
     the drone gains from it. A drone that does not grip yet (``summary``'s grip success below
     ``GRIP_LEARNED``, or no grip attempt at all) gets its focus's whole budget: continuing
@@ -329,8 +329,7 @@ def study_cap(settings: AutopilotSettings, run_dir: Path, summary: dict | None =
     grip = (summary or {}).get("grip_success")
     if isinstance(grip, (int, float)) and grip < GRIP_LEARNED:
         return math.inf, f"no cap: the drone grips in {grip:.1%} of episodes, below {GRIP_LEARNED:.0%}"
-    cfg = read_json_object(run_dir / "config.json", "run config")
-    return int(cfg["train"]["total_timesteps"]), "one run's agent steps (the default study cap)"
+    return run_steps, "one run's agent steps (the default study cap)"
 
 
 def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult,
@@ -344,7 +343,8 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    cap, cap_name = study_cap(settings, run_dir, out.summary)
+    run_cfg = read_json_object(run_dir / "config.json", "run config")
+    cap, cap_name = study_cap(settings, int(run_cfg["train"]["total_timesteps"]), out.summary)
     allowed = min(ledger.left(), cap)
     if planning.fit_budget(plan, allowed) < 2:
         which = f"{cap_name} allows" if allowed < ledger.left() else "the budget leaves"

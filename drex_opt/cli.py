@@ -252,6 +252,7 @@ def study(
     trial_timeout: Annotated[Optional[float], typer.Option("--trial-timeout", help="Kill one trial's training after this many seconds.")] = None,
     no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping", help="Never stop a trial early on its behaviour.")] = False,
     no_fork: Annotated[bool, typer.Option("--no-fork", help="Start each trial in a fresh Python instead of forking a preloaded one (slower start; for envs that cannot be forked).")] = False,
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe (multi-objective TPE) or random (the same space and trial 0, sampled blindly: a control for the search itself).")] = "tpe",
     as_json: JsonOpt = False,
 ) -> None:
     """Multi-objective Bayesian search (grip, delivery, end-to-end) over a focus's space; each trial is one PufferLib run."""
@@ -267,7 +268,7 @@ def study(
         focus=focus, from_run=from_run, recompute=recompute, baseline=baseline, env=env_id(env, env_config), storage=storage,
         study_name=study_name, trials=trials, timeout=timeout, timesteps=timesteps, seed=seed, jobs=jobs, repeats=repeats,
         budget=budget, trial_timeout=trial_timeout, early_stopping=not no_early_stopping, forked=not no_fork,
-        from_scratch=from_scratch, warm_start=warm_start,
+        from_scratch=from_scratch, warm_start=warm_start, sampler=sampler,
     )
     plan = planning.plan(settings)
     _warn_topology(plan.baseline, plan.env)

@@ -217,6 +217,7 @@ def test_keep_agents_scales_arenas_when_drones_are_searched():
     (["--focus", "improve_grip", "--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open storage"),
     (["--focus", "improve_grip", "--storage", "nosuchdb://x"], "storage"),
     (["--focus", "improve_grip", "--env", "puffer_nonexistent"], "unknown env"),
+    (["--focus", "improve_grip", "--sampler", "grid"], "--sampler"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, fragment):
     one_line_error(run_cli("study", *args, cwd=tmp_path, timeout=60), fragment)
@@ -310,3 +311,25 @@ def test_a_budgeted_study_trains_no_more_than_its_budget(tmp_path):
     assert json.loads(proc.stdout)["trials_run"] == 2
     trained = sum(json.loads(p.read_text())["agent_steps"] for p in (tmp_path / "studies").glob("*/*/summary.json"))
     assert 0 < trained <= budget
+
+
+def test_the_sampler_is_tpe_unless_random_is_asked_for(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    tpe = planning.plan(planning.StudySettings(focus="improve_grip", storage=url)).make_sampler()
+    assert isinstance(tpe, optuna.samplers.TPESampler)
+    rnd = planning.plan(planning.StudySettings(focus="improve_grip", storage=url, sampler="random")).make_sampler()
+    assert isinstance(rnd, optuna.samplers.RandomSampler)
+
+
+@pytest.mark.slow
+def test_a_random_sampler_study_keeps_the_space_and_the_control(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    proc = run_cli("study", "--focus", "improve_grip", "--timesteps", "40000", "--trials", "2", "--sampler", "random",
+                   "--no-early-stopping", "--repeats", "0", "--storage", url, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    study = load(url)
+    assert study.user_attrs["sampler"] == "random"
+    control, other = study.get_trials()
+    assert control.user_attrs["role"] == "baseline" and other.user_attrs.get("role") is None
+    assert set(other.params) == set(spaces.load("improve_grip").params)
+    assert control.state == TrialState.COMPLETE, control.user_attrs

@@ -304,23 +304,21 @@ def test_by_default_a_generations_study_trains_no_more_than_its_run(pilot):
     assert "one run's agent steps (the default study cap) allows 100,000" in problem, problem
 
 
-def test_the_study_cap_is_the_runs_steps_unless_the_user_sized_the_study(tmp_path):
+def test_the_study_cap_is_the_runs_steps_unless_the_user_sized_the_study():
     from drex_opt import autopilot
 
-    (tmp_path / "config.json").write_text(json.dumps({"train": {"total_timesteps": 1_234_567}}))
-    cap = lambda **kw: autopilot.study_cap(autopilot.AutopilotSettings(**kw), tmp_path)[0]
+    cap = lambda **kw: autopilot.study_cap(autopilot.AutopilotSettings(**kw), 1_234_567)[0]
     assert cap() == 1_234_567
     assert cap(study_budget=5_000) == 5_000
     assert cap(study_budget=5_000, study_trials=9) == 5_000
     assert cap(study_trials=9) == float("inf") and cap(study_timesteps=100_000) == float("inf")
 
 
-def test_a_drone_that_does_not_grip_yet_gets_its_focuss_whole_study(tmp_path):
+def test_a_drone_that_does_not_grip_yet_gets_its_focuss_whole_study():
     """The brief's warning line, grip_success < 0.1: below it the study is not capped at one run."""
     from drex_opt import autopilot
 
-    (tmp_path / "config.json").write_text(json.dumps({"train": {"total_timesteps": 1_234_567}}))
-    cap = lambda grip, **kw: autopilot.study_cap(autopilot.AutopilotSettings(**kw), tmp_path,
+    cap = lambda grip, **kw: autopilot.study_cap(autopilot.AutopilotSettings(**kw), 1_234_567,
                                                  {"grip_success": grip})
     assert cap(0.0)[0] == cap(0.099)[0] == float("inf")
     assert "grips in 9.9% of episodes" in cap(0.099)[1]

@@ -29,6 +29,7 @@ TRIAL_TIMEOUT_BASE_S = 120.0
 TRIAL_TIMEOUT_MIN_SPS = 5_000.0
 QUICK_MAX_TIMESTEPS = 5_000_000  # a baseline file at or below this uses the quick budgets
 MAX_REPEAT_CANDIDATES = 3  # seed repeats re-train at most this many Pareto trials
+SAMPLERS = ("tpe", "random")  # a study's StudyPlan.sampler
 
 
 @dataclass
@@ -54,6 +55,7 @@ class StudySettings:
     trial_timeout: float | None = None
     early_stopping: bool = True
     forked: bool = True  # trials fork from a preloaded server, else fresh interpreters
+    sampler: str = "tpe"  # one of SAMPLERS
     studies_dir: Path = Path("studies")
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -91,6 +93,17 @@ class StudyPlan:
     reading: behavior.EffectiveAnalysis | None = None  # from_run: the analysis used and the other one
     objectives: tuple[str, ...] = OBJECTIVES  # what the env measures, in the order of a trial's values
     objectives_note: str | None = None  # why they are not all three
+    sampler: str = "tpe"  # one of SAMPLERS: "random" keeps the space and trial 0 but samples blindly
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        """Multivariate multi-objective TPE (constant liar: parallel workers do not propose
+        the same point), or Optuna's RandomSampler over the same space."""
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=self.seed)
+        if self.sampler != "tpe":
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials, constant_liar=True,
+                                          multivariate=True)
 
     def threads_per_trial(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.jobs)
@@ -116,6 +129,8 @@ def plan(settings: StudySettings) -> StudyPlan:
         raise UserError("give exactly one of --focus FOCUS or --from-run DIR")
     if settings.recompute and settings.from_run is None:
         raise UserError("--recompute applies to --from-run only")
+    if settings.sampler not in SAMPLERS:
+        raise UserError(f"unknown --sampler {settings.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     severity, insights, reading = None, [], None
     focus = settings.focus
     if settings.from_run is not None:
@@ -171,7 +186,7 @@ def plan(settings: StudySettings) -> StudyPlan:
         jobs=settings.jobs, timeout=settings.timeout,
         trial_timeout=settings.trial_timeout or TRIAL_TIMEOUT_BASE_S + timesteps / TRIAL_TIMEOUT_MIN_SPS,
         # Early stopping compares grip curves: an env that logs no grip trains every trial out.
-        early_stopping=settings.early_stopping and "grip_success" in objectives, studies_dir=Path(settings.studies_dir), forked=settings.forked,
+        early_stopping=settings.early_stopping and "grip_success" in objectives, studies_dir=Path(settings.studies_dir), forked=settings.forked, sampler=settings.sampler,
         warm_start=warm_start, warm_start_steps=checkpoint.steps_seen(warm_start) if warm_start else None,
         # Stored on the study and shown on the dashboard: never with a password in it.
         command=storage_mod.redact_command(settings.command),

@@ -20,7 +20,6 @@ from typing import Callable
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError
-from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 
 from drex_opt import __version__
@@ -51,8 +50,7 @@ def _create_or_load(plan: StudyPlan):
     if plan.storage is None:
         plan.storage = storage_mod.open_storage(plan.storage_url)
     storage = plan.storage
-    sampler = TPESampler(seed=plan.seed, n_startup_trials=plan.startup_trials, constant_liar=True,
-                         multivariate=True)
+    sampler = plan.make_sampler()
     directions = ["maximize"] * len(plan.objectives)
     try:
         study = optuna.create_study(study_name=plan.study_name, storage=storage, sampler=sampler,
@@ -75,7 +73,7 @@ def _create_or_load(plan: StudyPlan):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(plan.objectives))
         for key, value in {
-            "drex_opt": __version__, "focus": plan.focus, "space_focus": plan.space_focus,
+            "drex_opt": __version__, "focus": plan.focus, "space_focus": plan.space_focus, "sampler": plan.sampler,
             "theory": plan.space.description, "baseline": plan.baseline_name,
             "baseline_path": str(config.baseline_path(plan.baseline_name).resolve()),
             "from_run": None if plan.from_run is None else str(plan.from_run),
