@@ -1,0 +1,118 @@
+"""The rivals benchmark's harness (benchmarks/versus_rivals.py): its accounting and one tiny real run.
+
+The numbers it measures are not asserted here; what it counts and compares is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+
+from benchmarks import rivals, versus_rivals as vr
+from drex_opt.rules import config
+
+
+def cell(env, state, seed, budget, curves):
+    """A measured cell: ``curves`` maps a method to its points (agent steps, end-to-end)."""
+    return {"env": env, "seed": seed, "budget": budget, "state": {"name": state, "reached": True},
+            "methods": {m: {"points": pts} for m, pts in curves.items()}}
+
+
+def test_steps_to_a_level_is_the_first_measured_drone_at_or_above_it():
+    points = [[0, 0.0], [2_000_000, 0.04], [4_000_000, None], [6_000_000, 0.3]]
+    assert vr.steps_to_level(points, 0.05) == 6_000_000
+    assert vr.steps_to_level(points, 0.04) == 2_000_000
+    assert vr.steps_to_level(points, 0.5) == math.inf
+
+
+def test_the_claim_compares_the_best_drex_path_with_the_best_rival_and_with_continuing():
+    budget = 4_000_000
+    cells = [cell("drone_pp", "quick_1m", seed, budget, {
+        "continue unchanged": [[0, 0.0], [budget, 0.6]],
+        "protein": [[0, 0.0], [budget, 0.2]],
+        "drex-opt scratch": [[0, 0.0], [budget, 0.1]],
+        "drex-opt warm loop": [[0, 0.0], [budget, 0.5]],
+    }) for seed in (61, 62, 63)]
+    summary = vr.summarize(cells, vr.METHODS)
+    group = summary["drone_pp/quick_1m"]
+    assert group["seeds"] == [61, 62, 63]
+    assert group["methods"]["drex-opt warm loop"]["median_at_budget"] == 0.5
+    [line] = vr.claim(summary)
+    # 0.5 against continuing unchanged's 0.6: the best rival wins, and drex-opt is below continuing.
+    assert "(drex-opt warm loop) 50.0%" in line and "(continue unchanged) 60.0%" in line
+    assert ": loses" in line and "drex-opt below it" in line
+
+    for c in cells[:2]:
+        c["methods"]["drex-opt warm loop"]["points"][-1][1] = 0.8
+    [line] = vr.claim(vr.summarize(cells, vr.METHODS))
+    assert ": level or ahead (1.33×)" in line and "below it" not in line  # median 0.8 against 0.6
+    for c in cells[:2]:
+        c["methods"]["drex-opt warm loop"]["points"][-1][1] = 0.95
+    [line] = vr.claim(vr.summarize(cells, vr.METHODS))
+    assert ": wins (1.58×)" in line  # the issue's bar: 1.5×
+
+
+def test_a_drone_measured_only_after_the_budget_does_not_count_at_it():
+    cells = [cell("drone_pp", "broken", 61, 1_000, {"protein": [[0, 0.0], [1_001, 1.0]]})]
+    assert vr.summarize(cells, vr.METHODS)["drone_pp/broken"]["methods"]["protein"]["at_budget"] == [0.0]
+
+
+def test_a_search_runs_two_trials_then_those_that_fit():
+    trained = lambda *steps: [{"agent_steps": x} for x in steps]
+    assert vr.more_trials([], 500, 100) and vr.more_trials(trained(900), 500, 100)
+    assert not vr.more_trials(trained(900, 900), 500, 1_000)
+    assert vr.more_trials(trained(250, 250), 500, 1_000) and not vr.more_trials(trained(250, 251), 500, 1_000)
+
+
+def test_rl_zoo3_tpe_proposes_what_its_random_sampler_does_during_start_up():
+    """Why the harness trains such a configuration once for both rl-zoo3 rows."""
+    base = config.load_baseline("quick")
+    proposals = {}
+    for name, sampler in (("tpe", rivals.rlzoo_sampler(7)), ("random", rivals.rlzoo_random_sampler(7))):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        out = []
+        for i in range(rivals.RLZOO_STARTUP_TRIALS):
+            trial = study.ask()
+            out.append(rivals.suggest_rlzoo_ppo(trial, base)[0])
+            study.tell(trial, float(i % 3))
+        proposals[name] = out
+    assert proposals["tpe"] == proposals["random"]
+
+
+def test_seeds_used_elsewhere_are_refused():
+    with pytest.raises(SystemExit, match="used elsewhere"):
+        vr.main(["--seeds", "41", "62"])
+
+
+@pytest.mark.slow
+def test_the_harness_runs_every_method_within_its_budget(tmp_path):
+    budget = 600_000
+    payload = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "61", "--budget", str(budget),
+                       "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "80000", "--jobs", "1",
+                       "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
+    [one] = payload["cells"]
+    assert set(one["methods"]) == set(vr.METHODS)
+    for method, rec in one["methods"].items():
+        runs = sum(r["agent_steps"] for r in rec["runs"])
+        # A search may overrun its share by part of a trial (whole batches); the runs after it never overrun.
+        assert rec["search_agent_steps"] + runs <= max(budget, rec["search_agent_steps"]), method
+        assert rec["search_agent_steps"] + runs > 0, method
+        assert rec["points"][0] == [0, one["state"]["e2e"]], method  # every method starts from the state's drone
+    assert one["methods"]["continue unchanged"]["search_agent_steps"] == 0
+    assert one["methods"]["continue unchanged"]["runs"], "continuing trains at least one run"
+    for method in ("protein", "rl-zoo3 tpe", "drex-opt scratch", "focus space, random sampler"):
+        rec = one["methods"][method]
+        assert len(rec["search"]) >= 2 and rec["winner"] is not None, method
+    for method in ("rl-zoo3 tpe", "drex-opt scratch"):
+        assert one["methods"][method]["runs"], f"{method}: the winner was trained on after the search"
+    # rl-zoo3's two rows share their start-up trials (trained once, by the first of them).
+    assert all(r.get("shared_with") == "rl-zoo3 tpe" for r in one["methods"]["rl-zoo3 random"]["search"])
+    assert one["methods"]["rl-zoo3 random"]["runs_shared_with"] == "rl-zoo3 tpe"  # the same winner, continued once
+    stored = json.loads((tmp_path / "out" / "versus_rivals.json").read_text())
+    assert stored["settings"]["seeds"] == [61]
+    text = (tmp_path / "out" / "versus_rivals.md").read_text()
+    assert "## The claim" in text and "## drone_pp/quick_1m" in text
+    assert (tmp_path / "out" / "versus_rivals_drone_pp_quick_1m.png").is_file()
