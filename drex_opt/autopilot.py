@@ -314,9 +314,9 @@ def study_cap(settings: AutopilotSettings, run_steps: int, summary: dict | None 
     """The agent steps a generation's study may train, and what set that cap.
 
     ``--study-budget`` when given. Otherwise a study sized by its focus trains at most what
-    the run it follows trained (``run_steps``), once the drone grips: a generation is then one run plus a
-    search no dearer than it, so the loop never spends most of its compute searching before
-    the drone gains from it. A drone that does not grip yet (``summary``'s grip success below
+    the run it follows trained (``run_steps``), once the drone grips: a generation is then
+    one run plus a search no dearer than it, so the loop never spends most of its compute
+    searching before the drone gains from it. A drone that does not grip yet (``summary``'s grip success below
     ``GRIP_LEARNED``, or no grip attempt at all) gets its focus's whole budget: continuing
     such a drone unchanged teaches it little, and a search capped at one run is too small to
     find the learning levers that make it grip. Trials or steps per trial given explicitly
