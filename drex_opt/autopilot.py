@@ -316,11 +316,11 @@ def study_cap(settings: AutopilotSettings, run_steps: int, summary: dict | None 
     ``--study-budget`` when given. Otherwise a study sized by its focus trains at most what
     the run it follows trained (``run_steps``), once the drone grips: a generation is then
     one run plus a search no dearer than it, so the loop never spends most of its compute
-    searching before the drone gains from it. A drone that does not grip yet (``summary``'s grip success below
-    ``GRIP_LEARNED``, or no grip attempt at all) gets its focus's whole budget: continuing
-    such a drone unchanged teaches it little, and a search capped at one run is too small to
-    find the learning levers that make it grip. Trials or steps per trial given explicitly
-    size the study themselves: no default cap.
+    searching before the drone gains from it. A drone that does not grip yet (``summary``'s
+    grip success below ``GRIP_LEARNED``, or no grip attempt at all) gets its focus's whole
+    budget: continuing such a drone unchanged teaches it little, and a search capped at one
+    run is too small to find the learning levers that make it grip. Trials or steps per
+    trial given explicitly size the study themselves: no default cap.
     """
     if settings.study_budget is not None:
         return settings.study_budget, "--study-budget"
@@ -343,8 +343,8 @@ def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    run_cfg = read_json_object(run_dir / "config.json", "run config")
-    cap, cap_name = study_cap(settings, int(run_cfg["train"]["total_timesteps"]), out.summary)
+    # The plan's baseline is the run's own config.json.
+    cap, cap_name = study_cap(settings, int(plan.baseline["train"]["total_timesteps"]), out.summary)
     allowed = min(ledger.left(), cap)
     if planning.fit_budget(plan, allowed) < 2:
         which = f"{cap_name} allows" if allowed < ledger.left() else "the budget leaves"
