@@ -89,7 +89,7 @@ from optuna.trial import TrialState
 from benchmarks import rivals
 from benchmarks.common import RESULTS, md_table, pct, result_name, spread_text, steps_text, write_results
 from benchmarks.machine import describe, header_markdown
-from benchmarks.search_efficiency import trial_overrides
+from benchmarks.search_efficiency import drex_record, trial_overrides
 from benchmarks.warm_loop import at, drex, runs_of, study_steps, timeline
 from drex_opt import autopilot
 from drex_opt.rules import config, objectives, safety
@@ -121,7 +121,9 @@ USED_SEEDS = {
     "warm search spaces": (1, 2),
     "the hard env's calibration": (21, 22, 23),
     "warm-loop evaluations, which shaped the study cap": (11, 12, 13, 31, 32, 33, 41, 42, 43),
-    "the warm-loop evaluation of the study cap": (51, 52, 53),
+    "the warm-loop evaluation of the study cap, which shaped the carrying warm space and the loop's "
+    "return to its best drone": (51, 52, 53),
+    "the warm-loop evaluation of those": (71, 72, 73),
     "other benchmarks": (101,),
 }
 DEFAULT_SEEDS = (61, 62, 63, 64, 65)
@@ -258,19 +260,17 @@ def more_trials(records: list[dict], timesteps: int, search_budget: int) -> bool
 
 
 def ask_tell(method: str, base: dict, seed: int, search_budget: int, timesteps: int, env: str,
-             work: Path, launch: ForkLauncher, threads: int | None, shared: dict, startup: int) -> list[dict]:
-    """rl-zoo3's space under rl-zoo3's TPE, its random sampler, or drex-opt's TPE; fresh weights."""
+             work: Path, launch: ForkLauncher, threads: int | None, shared: dict,
+             drex_sampler: optuna.samplers.BaseSampler) -> list[dict]:
+    """rl-zoo3's space under rl-zoo3's TPE, its random sampler, or drex-opt's TPE
+    (``drex_sampler``, as the study engine builds it for the state); fresh weights."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if method == "rl-zoo3 tpe":
         sampler, directions = rivals.rlzoo_sampler(seed), ["maximize"]
     elif method == "rl-zoo3 random":
         sampler, directions = rivals.rlzoo_random_sampler(seed), ["maximize"]
-    else:  # drex-opt's sampler as the study engine builds it (planning.StudyPlan.make_sampler)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True,
-                                                 multivariate=True)
-        directions = ["maximize"] * len(objectives.OBJECTIVES)
+    else:
+        sampler, directions = drex_sampler, ["maximize"] * len(objectives.OBJECTIVES)
     search = optuna.create_study(directions=directions, sampler=sampler)
     records: list[dict] = []
     while more_trials(records, timesteps, search_budget):
@@ -342,14 +342,9 @@ def drex_study(state_dir: Path, seed: int, budget: int, env: str, folder: Path, 
     if proc.returncode != 0:
         return [], None
     study = optuna.load_study(study_name="search", storage=url)
-    records = []
-    for t in study.get_trials(deepcopy=False):
-        a = t.user_attrs
-        values = dict(zip(objectives.OBJECTIVES, t.values)) if t.state == TrialState.COMPLETE and t.values else {}
-        records.append({"number": t.number, "state": t.state.name, "error": a.get("fail_reason") or a.get("prune_reason"),
-                        "agent_steps": int(a.get("agent_steps") or 0), "wall_time_s": a.get("wall_time_s"),
-                        "overrides": a.get("overrides"), "run_dir": a.get("run_dir"), "checkpoint": a.get("checkpoint"),
-                        **{k: values.get(k) for k in objectives.OBJECTIVES}})
+    # The search-efficiency benchmark's record of a study trial, with where its drone is.
+    records = [{**drex_record(t, False, url), "run_dir": t.user_attrs.get("run_dir"),
+                "checkpoint": t.user_attrs.get("checkpoint")} for t in study.get_trials(deepcopy=False)]
     out = folder / "proposal.json"
     proc = drex("export", "--study-name", "search", "--storage", url, "--out", str(out), "--json", cwd=folder, log=log)
     if proc.returncode != 0:
@@ -363,7 +358,7 @@ def winner_config(base: dict, rec: dict, seed: int) -> dict:
     """The winning trial's configuration for the runs after the search (run length, seed)."""
     cfg = safety.merge(base, rec["overrides"] or {})
     cfg["train"]["total_timesteps"], cfg["train"]["seed"] = base["train"]["total_timesteps"], seed
-    return safety.merge(cfg, {})
+    return cfg
 
 
 def after_search(method: str, records: list[dict], pick: dict | None, base: dict, seed: int, budget: int,
@@ -427,8 +422,11 @@ def one_cell(env: str, seed: int, state: dict, sizes: Sizes, work: Path, methods
                                continued)
             rec["space_notes"] = notes
         else:
+            with warnings.catch_warnings():  # Optuna marks multivariate TPE experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                drex_sampler = plan.make_sampler()
             records = ask_tell(method, base, seed, search_budget, timesteps, env, folder, launch, threads, shared,
-                               plan.startup_trials)
+                               drex_sampler)
             rec = after_search(method, records, winner(records), base, seed, budget, folder, env, log, start,
                                continued)
         rec["wall_s"] = round(time.time() - began, 1)
@@ -456,7 +454,7 @@ def warm_loop(state_dir: Path, base: dict, seed: int, budget: int, folder: Path,
     first = study_steps(folder / "studies" / "first")
     drex("export", "--study-name", "first", "--storage", url, "--out", str(pilot / "proposals" / "next_config.json"),
          "--baseline", str(pilot / "configs" / "baseline_quick.json"), "--json", cwd=folder, log=log)
-    if budget - first >= planning.steps_of(base["train"]["total_timesteps"], base["train"]["batch_size"]):
+    if budget - first >= one_run:
         drex("autopilot", "--autopilot-dir", str(pilot), "--optimize", "--budget", str(budget - first),
              "--storage", url, "--json", "--env", env,
              *(["--study-timesteps", str(timesteps)] if timesteps else []), cwd=folder, log=log)
