@@ -57,6 +57,9 @@ START_STEPS = 1_000_000
 DESIGN_SEEDS = (1, 2)
 # Seeds whose results were seen when the study cap was made to wait for a gripping drone.
 CAP_RULE_SEEDS = (11, 12, 13, 31, 32, 33, 41, 42, 43)
+# Seeds whose results were seen when the carrying warm space got learning rate and entropy
+# and the loop learned to go back to its best drone.
+BEST_DRONE_SEEDS = (51, 52, 53)
 
 
 def drex(*args: str, cwd: Path, log: list) -> subprocess.CompletedProcess:
@@ -206,7 +209,10 @@ def markdown(info: dict, settings: dict, seeds: list[dict]) -> str:
               f"- evaluation seeds: {', '.join(str(s['seed']) for s in seeds)}; the warm search spaces were "
               f"written and probed on seeds {', '.join(map(str, DESIGN_SEEDS))} (never evaluated here)"
               + ("; the study cap's grip condition was chosen after results on seeds "
-                 f"{', '.join(map(str, CAP_RULE_SEEDS))}" if settings.get("cap_waits_for_grip") else "")),
+                 f"{', '.join(map(str, CAP_RULE_SEEDS))}" if settings.get("cap_waits_for_grip") else "")
+              + ("; the carrying warm space's learning rate and entropy and the loop's return to its best drone "
+                 f"were added after results on seeds {', '.join(map(str, BEST_DRONE_SEEDS))}"
+                 if settings.get("keeps_best_drone") else "")),
              f"- every method starts from the quick baseline trained {START_STEPS:,} agent steps with the seed; "
              f"total budget {settings['budget']:,} agent steps, the start run included",
              "- studies: " + ", ".join(filter(None, [
@@ -270,7 +276,7 @@ def plot(seeds: list[dict], path: Path, budget: int) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 6M steps, 3-trial studies (smoke)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[51, 52, 53])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[71, 72, 73])
     parser.add_argument("--budget", type=int, default=24_000_000)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temp folder)")
     parser.add_argument("--jobs", type=int, default=2, help="seeds at once")
@@ -290,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"seeds {DESIGN_SEEDS} shaped the warm spaces; evaluate on others (or say --design)")
     if set(args.seeds) & set(CAP_RULE_SEEDS) and not (args.design or args.quick):
         raise SystemExit(f"seeds {CAP_RULE_SEEDS} shaped the study cap; evaluate on others (or say --design)")
+    if set(args.seeds) & set(BEST_DRONE_SEEDS) and not (args.design or args.quick):
+        raise SystemExit(f"seeds {BEST_DRONE_SEEDS} shaped the carrying warm space and the loop's return to its "
+                         "best drone; evaluate on others (or say --design)")
     seeds = args.seeds[:1] if args.quick else args.seeds
     budget = 6_000_000 if args.quick else args.budget
     trials = 3 if args.quick else args.trials
@@ -304,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {"budget": budget, "budgets": budgets, "quick": args.quick, "work": str(work),
                 "design_seeds": list(DESIGN_SEEDS), "design": args.design, "env": args.env, "trials": trials,
                 "study_budget": args.study_budget, "default_study_cap": None if args.study_budget else run_steps(),
-                "cap_waits_for_grip": True}
+                "cap_waits_for_grip": True, "keeps_best_drone": True}
     stem = "warm_loop" if args.env == "drone_pp" else f"warm_loop_{args.env}"
     name = f"{stem}_design" if args.design else result_name(stem, args.quick)
     settings["name"] = name

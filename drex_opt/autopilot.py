@@ -32,7 +32,7 @@ from drex_opt import notes
 from drex_opt.errors import UserError
 from drex_opt.jsonio import read_json, read_json_object, write_atomic, write_json_atomic
 from drex_opt.rules import behavior, config, machine, safety
-from drex_opt.rules.objectives import run_rank
+from drex_opt.rules.objectives import CLEARLY_WORSE, clearly_behind, pct, run_rank
 from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run import metrics, runner
 from drex_opt.search import export
@@ -69,6 +69,7 @@ class IterationResult:
     note: str = ""
     problems: list = field(default_factory=list)
     compute: dict = field(default_factory=dict)  # agent steps of the run, the study, the loop so far
+    went_back_to: str | None = None  # the best kept run whose drone the next generation continues instead
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -167,6 +168,28 @@ class Autopilot:
                 })
 
 
+    def best_ahead_of(self, run_dir: Path, summary: dict) -> tuple[Path, dict] | None:
+        """The kept best run (``runs/best.json``) and its summary when the run ``run_dir``
+        trails it beyond noise (``objectives.clearly_behind``) and its drone is still on
+        disk; None otherwise (no best kept, the run is the best, or within noise of it)."""
+        best_file = self.runs / "best.json"
+        if summary.get("status") != "completed" or not best_file.is_file():
+            return None
+        try:
+            best = read_json_object(best_file, "best.json")
+            # Found by its id under runs/: best.json's run_dir is as relative as the loop's folder was.
+            folder = self.runs / str(best.get("run_id") or "")
+            if not best.get("run_id") or not folder.is_dir() or folder.resolve() == Path(run_dir).resolve():
+                return None
+            kept = read_json_object(folder / "summary.json", "summary.json")
+        except UserError:
+            return None
+        ckpt = kept.get("checkpoint")
+        if kept.get("status") != "completed" or not ckpt or not Path(ckpt).is_file():
+            return None
+        return (folder, kept) if clearly_behind(summary, kept) else None
+
+
 class BudgetSpent(Exception):
     """The next piece of work would take the loop past its ``--budget``."""
 
@@ -222,7 +245,16 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     before = ledger.spent
     ledger.spent += int(summary.get("agent_steps") or 0)
     pilot.keep_checkpoints(cfg, summary, run_dir)
-    focus = (summary.get("behavioral_analysis") or {}).get("next_focus")
+    # The loop's product is its best drone: a run that fell behind the best kept one beyond
+    # noise is not what the next generation builds on; the best run's drone is.
+    back = pilot.best_ahead_of(run_dir, summary) if settings.optimize else None
+    drone_dir, drone = back or (run_dir, summary)
+    went_back = ""
+    if back:
+        went_back = (f"this run ({pct(summary.get('end_to_end_success'))} end to end) fell behind the best kept "
+                     f"drone, run {drone_dir.name} ({pct(drone.get('end_to_end_success'))}), by more than "
+                     f"{CLEARLY_WORSE:.0%} on the ranking; the next generation continues that drone. ")
+    focus = (drone.get("behavioral_analysis") or {}).get("next_focus")
     last = settings.runs is not None and iteration + 1 >= settings.runs
     # A completed run may still give no focus to search (the drone was not observed).
     searchable = summary["status"] == "completed" and focus in behavior.FOCI
@@ -232,13 +264,15 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
         reason = ("the drone was not observed (no behaviour statistic arrived)" if focus == behavior.TRAIN_LONGER
                   else f"{settings.env} logs none of the behaviour inputs, so there is no diagnosis to search"
                   if focus == behavior.NAME_A_FOCUS else f"its analysis gives {focus}, which has no search space")
-        otherwise = ("the next run continues this drone unchanged" if settings.optimize and summary.get("checkpoint")
+        otherwise = (f"the next run continues {'that' if back else 'this'} drone unchanged"
+                     if settings.optimize and drone.get("checkpoint")
                      else "otherwise it reuses the baseline")
         todo = (f"study it with drex-opt study --focus FOCUS --env {settings.env}" if focus == behavior.NAME_A_FOCUS
                 else f"give the next run more train.total_timesteps in {pilot.proposal_path}")
-        next_step = f"no study: {reason}; {todo}, {otherwise}"
+        next_step = f"{went_back}no study: {reason}; {todo}, {otherwise}"
     elif settings.optimize:
-        next_step = (f"search focus {focus} with a study whose trials continue this run's drone (trial 0 "
+        whose = "that" if back else "this run's"
+        next_step = (f"{went_back}search focus {focus} with a study whose trials continue {whose} drone (trial 0 "
                      f"unchanged) and export the winner, with its checkpoint, to {pilot.proposal_path}"
                      + ("" if not last else " for the run after this loop"))
     else:
@@ -249,22 +283,33 @@ def run_iteration(pilot: Autopilot, settings: AutopilotSettings, iteration: int,
     notes.append_entry(notes_path, notes.run_entry(run_id, pilot.mode, changed, summary, previous, next_step,
                                                    why=why, advice=advice))
     out = IterationResult(run_id=run_id, run_dir=str(run_dir), summary=summary, override=proposal,
-                          note=str(notes_path))
+                          note=str(notes_path), went_back_to=str(drone_dir) if back else None)
     try:
         if settings.optimize and searchable:
-            optimize_after(pilot, settings, run_dir, out, ledger)
+            optimize_after(pilot, settings, run_dir, out, ledger, drone_dir=drone_dir, drone=drone)
         elif settings.optimize and summary["status"] == "completed":
             out.problems.append(f"no study after run {run_id}: next focus {focus} has no search space")
         if settings.optimize and out.export is None and summary["status"] == "completed":
-            keep_this_drone(pilot, run_dir, proposal, summary)
+            keep_this_drone(pilot, run_dir, proposal if not back else run_override(drone_dir), drone, drone_dir)
     finally:
         record_compute(run_dir, out, summary, ledger, before)
     return out
 
 
-def keep_this_drone(pilot: Autopilot, run_dir: Path, proposal: dict, summary: dict) -> None:
-    """No winner to hand on (no study, or no proposal from it): the next run continues this
-    run's drone with this run's configuration, instead of restarting from the baseline."""
+def run_override(run_dir: Path) -> dict:
+    """The proposal a run trained with (its ``override.json``; ``{}`` if unreadable)."""
+    try:
+        return read_json_object(Path(run_dir) / "override.json", "override.json")
+    except UserError:
+        return {}
+
+
+def keep_this_drone(pilot: Autopilot, run_dir: Path, proposal: dict, summary: dict,
+                    drone_dir: Path | None = None) -> None:
+    """No winner to hand on (no study, or no proposal from it): the next run continues the
+    drone of ``drone_dir`` (this run ``run_dir``, or the best kept run it fell behind) with
+    that run's configuration ``proposal``/``summary``, instead of restarting from the baseline."""
+    drone_dir = drone_dir or run_dir
     ckpt = summary.get("checkpoint")
     if not ckpt or not Path(ckpt).is_file():
         return
@@ -272,7 +317,8 @@ def keep_this_drone(pilot: Autopilot, run_dir: Path, proposal: dict, summary: di
     following = safety.merge(safety.nest(proposal)[0], resume)
     if safety.validate(following, config.load_baseline(pilot.baseline_path)):
         return  # cannot happen for a proposal that trained; never write one that does not validate
-    why = (f"No study winner after run {run_dir.name}: the next run continues its drone unchanged "
+    whose = "its drone" if drone_dir == run_dir else f"the drone of run {drone_dir.name}, the best kept,"
+    why = (f"No study winner after run {run_dir.name}: the next run continues {whose} unchanged "
            f"({Path(ckpt).resolve()}), with the same configuration.")
     write_json_atomic(pilot.proposal_path, following)
     write_atomic(notes.sidecar_path(pilot.proposal_path), why + "\n")
@@ -333,18 +379,21 @@ def study_cap(settings: AutopilotSettings, run_steps: int, summary: dict | None 
 
 
 def optimize_after(pilot: Autopilot, settings: AutopilotSettings, run_dir: Path, out: IterationResult,
-                   ledger: Ledger | None = None) -> None:
-    """Study the run's focus, every trial continuing the run's drone; export the winner and
-    its checkpoint. Within the loop's budget and the study cap (``study_cap``) the study gets
-    the trials that fit (at least two: the control and one change), else none."""
+                   ledger: Ledger | None = None, drone_dir: Path | None = None, drone: dict | None = None) -> None:
+    """Study the focus of the drone of ``drone_dir`` (the run ``run_dir`` itself unless the
+    loop went back to its best kept run, whose summary is ``drone``), every trial continuing
+    that drone; export the winner and its checkpoint. Within the loop's budget and the study
+    cap (``study_cap``) the study gets the trials that fit (at least two: the control and one
+    change), else none. Notes go to ``run_dir``'s entry."""
     ledger = ledger or Ledger(None)
+    drone_dir, drone = drone_dir or run_dir, drone or out.summary
     plan = planning.plan(planning.StudySettings(
-        from_run=run_dir, baseline=str(run_dir / "config.json"), env=settings.env, storage=settings.storage,
+        from_run=drone_dir, baseline=str(drone_dir / "config.json"), env=settings.env, storage=settings.storage,
         trials=settings.study_trials, timesteps=settings.study_timesteps, jobs=settings.jobs,
         studies_dir=pilot.root / "studies", study_name=f"autopilot-{run_dir.name}",
     ))
-    # The plan's baseline is the run's own config.json.
-    cap, cap_name = study_cap(settings, int(plan.baseline["train"]["total_timesteps"]), out.summary)
+    # The plan's baseline is the drone's run's own config.json.
+    cap, cap_name = study_cap(settings, int(plan.baseline["train"]["total_timesteps"]), drone)
     allowed = min(ledger.left(), cap)
     if planning.fit_budget(plan, allowed) < 2:
         which = f"{cap_name} allows" if allowed < ledger.left() else "the budget leaves"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from drex_opt.rules import config
 from drex_opt.rules import safety
 from drex_opt.run import checkpoint, metrics, runner
 
-from cli_helpers import ROOT, run_cli
+from cli_helpers import run_cli
 
 
 
@@ -61,7 +60,7 @@ def test_two_iterations_with_optimize(pilot):
     assert "Why: no notes came with the proposal." in (runs[0] / "notes.txt").read_text()
     second_entry = re.split(r"^=== ", (runs[1] / "notes.txt").read_text(), flags=re.M)[1]
     assert "Why (the proposal's notes):" in second_entry
-    assert f"| === " in second_entry and f"study {results[0]['study']['study_name']}" in second_entry
+    assert "| === " in second_entry and f"study {results[0]['study']['study_name']}" in second_entry
     # the second run's export is the proposal now waiting, with its own notes
     why = pilot / "autopilot" / "proposals" / "next_config.notes.md"
     assert f"study {results[1]['study']['study_name']}" in why.read_text()
@@ -158,3 +157,99 @@ def test_a_completed_run_whose_drone_was_not_observed_gets_no_study(pilot, monke
     assert "drex-opt study" not in next_step and "search focus" not in next_step
     assert result.study is None and not (pilot / "s.db").exists()
     assert bool(result.problems) == optimize
+
+
+def test_a_run_is_clearly_behind_only_beyond_noise_on_the_first_objective_that_differs():
+    from drex_opt.rules.objectives import clearly_behind
+    best = {"grip_success": 1.0, "delivery_success": 0.99, "end_to_end_success": 0.96}
+    # The owner's product is a drone that delivers: end-to-end success decides first.
+    assert clearly_behind({**best, "end_to_end_success": 0.58}, best)
+    assert not clearly_behind({**best, "end_to_end_success": 0.93}, best), "3 points is noise"
+    assert not clearly_behind({"grip_success": 0.9, "delivery_success": 0.9, "end_to_end_success": 0.85},
+                              {"grip_success": 1.0, "delivery_success": 1.0, "end_to_end_success": 0.70}), \
+        "ahead on end to end: the later objectives do not matter"
+    # Both at ~0% end to end: delivery, then grip, decide.
+    carrying = {"grip_success": 0.95, "delivery_success": 0.30, "end_to_end_success": 0.0}
+    assert clearly_behind({**carrying, "delivery_success": 0.10}, carrying)
+    assert clearly_behind({**carrying, "grip_success": 0.40}, carrying)
+    assert not clearly_behind(carrying, {**carrying, "grip_success": 0.97})
+    # A run without a measured objective trails one that has it; missing on the other side decides nothing.
+    assert clearly_behind({}, carrying)
+    assert not clearly_behind(carrying, {})
+
+
+def fake_training(results: list[dict]):
+    """run_training stand-in: each call writes the next summary of ``results`` and a checkpoint file."""
+    calls = iter(results)
+
+    def train(cfg, run_dir, *args, **kwargs):
+        values = next(calls)
+        (run_dir / "model.pt").write_bytes(b"weights of " + run_dir.name.encode())
+        (run_dir / "config.json").write_text(json.dumps(cfg))
+        summary = {"run_id": run_dir.name, "status": "completed", "error": None, "agent_steps": 16384,
+                   "wall_time_s": 1.0, "checkpoint": str(run_dir / "model.pt"), "metrics": {"SPS": 1.0},
+                   **values, "behavioral_analysis": {"next_focus": "improve_carrying", "severity": "warning"}}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        return runner.TrainResult(run_dir=run_dir, summary=summary, summary_path=run_dir / "summary.json")
+    return train
+
+
+@pytest.mark.parametrize("second_e2e, goes_back", [(0.40, True), (0.87, False)])
+def test_the_loop_continues_its_best_drone_when_a_run_falls_behind_it(pilot, monkeypatch, second_e2e, goes_back):
+    """A generation that fell behind the best kept drone beyond noise is not built on: the
+    study (here: none fits, so the drone is kept) continues the best run's drone."""
+    good = {"grip_success": 1.0, "delivery_success": 0.99, "end_to_end_success": 0.90}
+    monkeypatch.setattr(autopilot.runner, "run_training",
+                        fake_training([good, {**good, "end_to_end_success": second_e2e}]))
+    studied: list = []
+    monkeypatch.setattr(autopilot, "optimize_after",
+                        lambda pilot_, settings_, run_dir, out, ledger=None, drone_dir=None, drone=None:
+                        studied.append((run_dir, drone_dir, drone["end_to_end_success"])))
+    settings = autopilot.AutopilotSettings(autopilot_dir=pilot / "autopilot", optimize=True)
+    ap = autopilot.Autopilot(settings.autopilot_dir, "quick")
+    first = autopilot.run_iteration(ap, settings, 0)
+    second = autopilot.run_iteration(ap, settings, 1)
+    first_dir, second_dir = Path(first.run_dir), Path(second.run_dir)
+    assert studied[0] == (first_dir, first_dir, 0.90)
+    proposal = json.loads(ap.proposal_path.read_text())
+    entry = " ".join((second_dir / "notes.txt").read_text().split())
+    if goes_back:
+        assert studied[1] == (second_dir, first_dir, 0.90)
+        assert second.went_back_to == str(first_dir)
+        assert proposal["autopilot"]["resume_from"] == str((first_dir / "model.pt").resolve())
+        assert f"fell behind the best kept drone, run {first_dir.name} (90.0%)" in entry
+        assert f"continues the drone of run {first_dir.name}, the best kept," in entry
+    else:
+        assert studied[1] == (second_dir, second_dir, second_e2e)
+        assert second.went_back_to is None and "fell behind" not in entry
+        assert proposal["autopilot"]["resume_from"] == str((second_dir / "model.pt").resolve())
+
+
+@pytest.mark.slow
+def test_a_generation_behind_the_best_kept_drone_studies_that_drone(pilot):
+    """Through real runs and a real study: the first run is recorded as a 90% drone, the
+    second (a fresh 120k-step drone) trails it, so the study's trials continue the first."""
+    assert run_cli("autopilot", "--timesteps", "120000", cwd=pilot).returncode == 0
+    first = runs_of(pilot)[0]
+    for path in (first / "summary.json", pilot / "autopilot" / "runs" / "best.json"):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps({**data, "grip_success": 1.0, "delivery_success": 0.95,
+                                    "end_to_end_success": 0.9}))
+    storage = f"sqlite:///{pilot}/s.db"
+    proc = run_cli("autopilot", "--optimize", "--timesteps", "120000", "--study-trials", "2",
+                   "--study-timesteps", "100000", "--storage", storage, "--json", cwd=pilot)
+    assert proc.returncode == 0, proc.stderr
+    [result] = json.loads(proc.stdout)
+    second = runs_of(pilot)[1]
+    assert result["run_id"] == second.name and result["summary"]["end_to_end_success"] < 0.85
+    assert (pilot / result["went_back_to"]).resolve() == first.resolve()
+    import optuna
+    study = optuna.load_study(study_name=result["study"]["study_name"], storage=storage)
+    assert Path(study.user_attrs["from_run"]) == first.resolve()
+    started = {Path(t.user_attrs["warm_start"]).resolve() for t in study.trials if t.user_attrs.get("warm_start")}
+    assert started == {(first / "model.pt").resolve()}
+    proposal = json.loads((pilot / "autopilot" / "proposals" / "next_config.json").read_text())
+    assert proposal["autopilot"]["resume_mode"] == "continue"
+    assert Path(proposal["autopilot"]["resume_from"]).resolve() in {
+        Path(t.user_attrs["checkpoint"]).resolve() for t in study.trials if t.user_attrs.get("checkpoint")}
+    assert f"fell behind the best kept drone, run {first.name}" in " ".join((second / "notes.txt").read_text().split())

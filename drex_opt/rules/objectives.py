@@ -73,6 +73,28 @@ def run_rank(summary: Mapping[str, Any]) -> tuple[float, ...]:
     return tuple(value(k) for k in (*DEFAULT_RANKING, "mean_reward"))
 
 
+#: How far (a success rate) one run must trail another before the loop calls it worse:
+#: PPO's final-window success wanders a few points from run to run of one drone, so a
+#: smaller gap is noise and the newer drone, trained longer, is kept.
+CLEARLY_WORSE = 0.05
+
+
+def clearly_behind(summary: Mapping[str, Any], other: Mapping[str, Any], margin: float = CLEARLY_WORSE) -> bool:
+    """Whether run ``summary`` trails run ``other`` beyond noise: the first objective of the
+    default ranking on which they differ by more than ``margin`` favours ``other``. A
+    missing or non-finite objective in ``summary`` counts as 0; in ``other`` it decides nothing."""
+    for key in ranked(OBJECTIVES):  # end-to-end, then delivery, then grip
+        mine, theirs = summary.get(key), other.get(key)
+        if not (isinstance(theirs, (int, float)) and math.isfinite(theirs)):
+            continue
+        mine = mine if isinstance(mine, (int, float)) and math.isfinite(mine) else 0.0
+        if theirs - mine > margin:
+            return True
+        if mine - theirs > margin:
+            return False
+    return False
+
+
 def trial_means(study, trial) -> tuple[float, float, float]:
     """A trial's objectives: the repeated-seed means where the study has them.
 

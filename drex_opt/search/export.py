@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from optuna.trial import TrialState
-
 from drex_opt import notes as notes_mod
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_atomic, write_json_atomic
