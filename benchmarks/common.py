@@ -103,6 +103,12 @@ def steps_to(curve: Curve, target: float) -> float:
     return NOT_REACHED
 
 
+def steps_to_level(points: Sequence[Sequence], level: float) -> float:
+    """Agent steps at which a drone's timeline ``[[steps, e2e or None], ...]`` first reached
+    ``level`` (unmeasured points skipped); :data:`NOT_REACHED` if never."""
+    return steps_to([(x, y) for x, y in points if y is not None], level)
+
+
 def band(curves: Sequence[Curve], grid: Sequence[float]) -> tuple[list[float], list[float], list[float]]:
     """Median, minimum and maximum across ``curves`` at each point of ``grid``."""
     med, low, high = [], [], []

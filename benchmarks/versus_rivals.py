@@ -87,7 +87,8 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks import rivals
-from benchmarks.common import RESULTS, md_table, pct, result_name, spread_text, steps_text, write_results
+from benchmarks.common import (RESULTS, md_table, pct, result_name, spread_text, steps_text, steps_to_level,
+                               write_results)
 from benchmarks.machine import describe, header_markdown
 from benchmarks.search_efficiency import drex_record, trial_overrides
 from benchmarks.warm_loop import at, drex, runs_of, study_steps, timeline
@@ -465,14 +466,6 @@ def warm_loop(state_dir: Path, base: dict, seed: int, budget: int, folder: Path,
 
 
 # ---------------------------------------------------------------- analysis
-def steps_to_level(points: list, level: float) -> float:
-    """Agent steps at which the method's drone first reached ``level`` end to end (inf: never)."""
-    for steps, e2e in points:
-        if e2e is not None and e2e >= level:
-            return steps
-    return math.inf
-
-
 def summarize(cells: list[dict], methods: tuple[str, ...]) -> dict:
     """Per env and state: each method's end-to-end at the budget and half of it, steps to each level."""
     out: dict = {}
