@@ -61,6 +61,14 @@ noisy values, the run that continues it is not. Per state: the end-to-end succes
 budget and at half of it, and the agent steps to 5/10/25/50/80% end to end; median,
 min–max and every seed. Agent steps, not wall time; wall time is recorded per cell.
 
+**Shards.** Every finished cell (one env, seed and state, every method) is written at once
+to ``<out>/<name>_cells/<env>-<state>-seed<seed>.json`` with the machine, versions,
+commit and command that measured it. A later invocation with the same sizes and methods
+skips the cells already there and adds its own, so a stopped run resumes where it
+stopped, and the whole benchmark can be measured in parts (``--envs``/``--states``/
+``--seeds``), each under the machine's time limit. The results cover every cell in the
+folder; cells measured with other sizes or methods are refused, never mixed in.
+
 Writes ``benchmarks/results/versus_rivals[_quick].{json,md}`` and a picture per env and
 state (``versus_rivals[_quick]_<env>_<state>.png``).
 """
@@ -75,6 +83,7 @@ import math
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -93,6 +102,7 @@ from benchmarks.machine import describe, header_markdown
 from benchmarks.search_efficiency import drex_record, trial_overrides
 from benchmarks.warm_loop import at, drex, runs_of, study_steps, timeline
 from drex_opt import autopilot
+from drex_opt.jsonio import write_json_atomic
 from drex_opt.rules import config, objectives, safety
 from drex_opt.run import checkpoint, runner
 from drex_opt.run.forkserver import ForkLauncher
@@ -465,6 +475,47 @@ def warm_loop(state_dir: Path, base: dict, seed: int, budget: int, folder: Path,
             "points": timeline(start, first, runs)}
 
 
+# ---------------------------------------------------------------- shards
+def commit() -> str | None:
+    """The code's git commit (``+dirty`` with uncommitted changes), None outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def cell_path(cells_dir: Path, env: str, state: str, seed: int) -> Path:
+    return cells_dir / f"{env}-{state}-seed{seed}.json"
+
+
+def save_cell(path: Path, cell: dict, measured: dict) -> None:
+    """One finished cell, with what measured it; written whole (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"measured": measured, "cell": cell})
+
+
+def load_cells(cells_dir: Path, sizes: Sizes, methods: tuple[str, ...]) -> dict[Path, dict]:
+    """The cells already measured in ``cells_dir``, by path (each ``{"measured", "cell"}``).
+
+    Raises SystemExit naming the file when a cell was measured with other sizes or methods:
+    its numbers would not be comparable with this run's.
+    """
+    found = {}
+    for path in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
+        data = json.loads(path.read_text())
+        m = data["measured"]
+        if m["sizes"] != asdict(sizes) or m["methods"] != list(methods):
+            raise SystemExit(f"{path} was measured with sizes {m['sizes']} and methods {m['methods']}, not "
+                             f"{asdict(sizes)} and {list(methods)}: give another --out, or move it away")
+        found[path] = data
+    return found
+
+
 # ---------------------------------------------------------------- analysis
 def summarize(cells: list[dict], methods: tuple[str, ...]) -> dict:
     """Per env and state: each method's end-to-end at the budget and half of it, steps to each level."""
@@ -521,7 +572,10 @@ def markdown(info: dict, settings: dict, cells: list[dict], summary: dict) -> st
              "here): " + "; ".join(f"{why} {', '.join(map(str, s))}" for why, s in USED_SEEDS.items()),
              f"- budget per method from each state: {settings['budget']:,} agent steps; searches "
              f"{SEARCH_SHARE:.0%} of it, trials as long as drex-opt's scratch study's for that state",
-             f"- wall time: {settings['wall_s'] / 60:.1f} min, {settings['jobs']} cell(s) at once", "",
+             f"- wall time of this invocation: {settings['wall_s'] / 60:.1f} min, {settings['jobs']} (env, seed) "
+             "pair(s) at once",
+             *[f"- cells measured on {m['date']} at {m['commit']} by `{m['command']}`: {m['cells']}, their methods "
+               f"{m['cell_wall_s'] / 60:.1f} min" for m in settings.get("measured_by", [])], "",
              "## The claim", "",
              "At equal agent steps, drex-opt's best path at least 1.5× the best rival's end-to-end success "
              "(median over seeds), and never below continuing unchanged:", ""]
@@ -624,34 +678,54 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"seeds {sorted(set(args.seeds) & used)} were used elsewhere (see USED_SEEDS); "
                          "evaluate on fresh ones")
     info = describe()
+    name = result_name("versus_rivals", args.quick)
+    methods = tuple(m for m in METHODS if m in args.methods)
+    cells_dir = args.out / f"{name}_cells"
+    done = load_cells(cells_dir, sizes, methods)
+    measured = {**info, "commit": commit(), "sizes": asdict(sizes), "methods": list(methods)}
     work = args.work or Path(tempfile.mkdtemp(prefix="drex-versus-"))
     # Each training gets its share of the cores, as a study's trials do at --jobs.
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     launch = ForkLauncher(threads)
-    methods = tuple(m for m in METHODS if m in args.methods)
     began = time.time()
 
-    def one(env_seed: tuple[str, int]) -> list[dict]:
+    def one(env_seed: tuple[str, int]) -> None:
         env, seed = env_seed
+        todo = tuple(st for st in args.states if cell_path(cells_dir, env, st, seed) not in done)
+        if not todo:
+            return
         folder = work / env / f"seed-{seed}"
-        states = build_states(env, seed, tuple(args.states), folder / "states", launch, threads, sizes)
-        cells = []
-        for name in args.states:
-            st = states[name]
+        states = build_states(env, seed, todo, folder / "states", launch, threads, sizes)
+        for st_name in todo:
+            st = states[st_name]
             if not st.get("reached", True):
-                cells.append({"env": env, "seed": seed, "state": st, "budget": sizes.budget, "skipped": True,
-                              "methods": {}})
-                continue
-            cells.append(one_cell(env, seed, st, sizes, folder / name, methods, launch, threads))
-        return cells
+                cell = {"env": env, "seed": seed, "state": st, "budget": sizes.budget, "skipped": True, "methods": {}}
+            else:
+                cell = one_cell(env, seed, st, sizes, folder / st_name, methods, launch, threads)
+            save_cell(cell_path(cells_dir, env, st_name, seed), cell, measured)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        cells = [c for group in pool.map(one, [(e, s) for e in args.envs for s in args.seeds]) for c in group]
-    settings = {"quick": args.quick, "envs": args.envs, "states": args.states, "seeds": args.seeds,
+        list(pool.map(one, [(e, s) for e in args.envs for s in args.seeds]))
+    # Every cell in the folder: this invocation's and earlier ones' (shards, resumed runs).
+    shards = load_cells(cells_dir, sizes, methods)
+    order = {e: i for i, e in enumerate(("drone_pp", "drone_pp_hard"))}
+    cells = sorted((d["cell"] for d in shards.values()),
+                   key=lambda c: (order.get(c["env"], 9), c["env"], STATES.index(c["state"]["name"]), c["seed"]))
+    runs = {}
+    for d in shards.values():
+        m = d["measured"]
+        runs.setdefault((m["date"][:10], m["commit"], m["command"]), []).append(d["cell"])
+    settings = {"quick": args.quick, "envs": sorted({c["env"] for c in cells}, key=lambda e: order.get(e, 9)),
+                "states": [s for s in STATES if any(c["state"]["name"] == s for c in cells)],
+                "seeds": sorted({c["seed"] for c in cells}),
                 "budget": sizes.budget, "sizes": asdict(sizes), "jobs": args.jobs, "methods": list(methods),
                 "work": str(work), "wall_s": time.time() - began, "used_seeds": USED_SEEDS,
-                "search_share": SEARCH_SHARE, "chain_max": CHAIN_MAX, "broken": BROKEN,
-                "name": result_name("versus_rivals", args.quick)}
+                "search_share": SEARCH_SHARE, "chain_max": CHAIN_MAX, "broken": BROKEN, "name": name,
+                "cells_dir": str(cells_dir),
+                "measured_by": [{"date": date, "commit": sha, "command": cmd, "cells": len(group),
+                                 "cell_wall_s": round(sum(rec.get("wall_s") or 0 for c in group
+                                                          for rec in c["methods"].values()), 1)}
+                                for (date, sha, cmd), group in runs.items()]}
     summary = summarize(cells, methods)
     payload = {"info": info, "settings": settings, "summary": summary, "cells": cells}
     text = markdown(info, settings, cells, summary)
