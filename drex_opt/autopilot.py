@@ -170,8 +170,9 @@ class Autopilot:
 
     def best_ahead_of(self, run_dir: Path, summary: dict) -> tuple[Path, dict] | None:
         """The kept best run (``runs/best.json``) and its summary when the run ``run_dir``
-        trails it beyond noise (``objectives.clearly_behind``) and its drone is still on
-        disk; None otherwise (no best kept, the run is the best, or within noise of it)."""
+        trails it beyond noise (``objectives.clearly_behind``), was trained on the same env
+        and its drone is still on disk; None otherwise (no best kept, the run is the best or
+        within noise of it, another env's drone)."""
         best_file = self.runs / "best.json"
         if summary.get("status") != "completed" or not best_file.is_file():
             return None
@@ -185,7 +186,9 @@ class Autopilot:
         except UserError:
             return None
         ckpt = kept.get("checkpoint")
-        if kept.get("status") != "completed" or not ckpt or not Path(ckpt).is_file():
+        # A best drone of another env (the folder reused for a new env) is not this loop's drone.
+        if kept.get("status") != "completed" or not ckpt or not Path(ckpt).is_file() \
+                or kept.get("env") != summary.get("env"):
             return None
         return (folder, kept) if clearly_behind(summary, kept) else None
 

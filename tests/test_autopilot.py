@@ -194,13 +194,15 @@ def fake_training(results: list[dict]):
     return train
 
 
-@pytest.mark.parametrize("second_e2e, goes_back", [(0.40, True), (0.87, False)])
-def test_the_loop_continues_its_best_drone_when_a_run_falls_behind_it(pilot, monkeypatch, second_e2e, goes_back):
-    """A generation that fell behind the best kept drone beyond noise is not built on: the
-    study (here: none fits, so the drone is kept) continues the best run's drone."""
-    good = {"grip_success": 1.0, "delivery_success": 0.99, "end_to_end_success": 0.90}
+@pytest.mark.parametrize("second_e2e, second_env, goes_back",
+                         [(0.40, "drone_pp", True), (0.87, "drone_pp", False), (0.40, "drone_pp_hard", False)])
+def test_the_loop_continues_its_best_drone_when_a_run_falls_behind_it(pilot, monkeypatch, second_e2e, second_env,
+                                                                       goes_back):
+    """A generation that fell behind the best kept drone of its env beyond noise is not built
+    on: the study (here a stand-in) and the kept proposal continue the best run's drone."""
+    good = {"grip_success": 1.0, "delivery_success": 0.99, "end_to_end_success": 0.90, "env": "drone_pp"}
     monkeypatch.setattr(autopilot.runner, "run_training",
-                        fake_training([good, {**good, "end_to_end_success": second_e2e}]))
+                        fake_training([good, {**good, "end_to_end_success": second_e2e, "env": second_env}]))
     studied: list = []
     monkeypatch.setattr(autopilot, "optimize_after",
                         lambda pilot_, settings_, run_dir, out, ledger=None, drone_dir=None, drone=None:
