@@ -495,7 +495,6 @@ def cell_path(cells_dir: Path, env: str, state: str, seed: int) -> Path:
 
 def save_cell(path: Path, cell: dict, measured: dict) -> None:
     """One finished cell, with what measured it; written whole (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"measured": measured, "cell": cell})
 
 
@@ -708,7 +707,7 @@ def main(argv: list[str] | None = None) -> dict:
         list(pool.map(one, [(e, s) for e in args.envs for s in args.seeds]))
     # Every cell in the folder: this invocation's and earlier ones' (shards, resumed runs).
     shards = load_cells(cells_dir, sizes, methods)
-    order = {e: i for i, e in enumerate(("drone_pp", "drone_pp_hard"))}
+    order = {e: i for i, e in enumerate(CHAIN_MAX)}
     cells = sorted((d["cell"] for d in shards.values()),
                    key=lambda c: (order.get(c["env"], 9), c["env"], STATES.index(c["state"]["name"]), c["seed"]))
     runs = {}

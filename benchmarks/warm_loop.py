@@ -312,11 +312,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if set(args.seeds) & set(DESIGN_SEEDS) and not args.design:
         raise SystemExit(f"seeds {DESIGN_SEEDS} shaped the warm spaces; evaluate on others (or say --design)")
-    if set(args.seeds) & set(CAP_RULE_SEEDS) and not (args.design or args.quick):
-        raise SystemExit(f"seeds {CAP_RULE_SEEDS} shaped the study cap; evaluate on others (or say --design)")
-    if set(args.seeds) & set(BEST_DRONE_SEEDS) and not (args.design or args.quick):
-        raise SystemExit(f"seeds {BEST_DRONE_SEEDS} shaped the carrying warm space and the loop's return to its "
-                         "best drone; evaluate on others (or say --design)")
+    for shaped, what in ((CAP_RULE_SEEDS, "the study cap"),
+                         (BEST_DRONE_SEEDS, "the carrying warm space and the loop's return to its best drone")):
+        if set(args.seeds) & set(shaped) and not (args.design or args.quick):
+            raise SystemExit(f"seeds {shaped} shaped {what}; evaluate on others (or say --design)")
     seeds = args.seeds[:1] if args.quick else args.seeds
     budget = 6_000_000 if args.quick else args.budget
     trials = 3 if args.quick else args.trials

@@ -167,7 +167,6 @@ class Autopilot:
                                                    "mean_reward", "timestamp")},
                 })
 
-
     def best_ahead_of(self, run_dir: Path, summary: dict) -> tuple[Path, dict] | None:
         """The kept best run (``runs/best.json``) and its summary when the run ``run_dir``
         trails it beyond noise (``objectives.clearly_behind``), was trained on the same env

@@ -64,13 +64,15 @@ def rank_key(values, names=OBJECTIVES, ranking: tuple[str, ...] = DEFAULT_RANKIN
     return tuple(values[position[name]] for name in ranked(names, ranking))
 
 
+def _measured(summary: Mapping[str, Any], key: str, missing: float | None) -> float | None:
+    """A summary's finite number ``key``, else ``missing``."""
+    v = summary.get(key)
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else missing
+
+
 def run_rank(summary: Mapping[str, Any]) -> tuple[float, ...]:
     """Best-run order of a run summary: the default ranking, then mean reward; missing is worst."""
-    def value(key: str) -> float:
-        v = summary.get(key)
-        return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
-
-    return tuple(value(k) for k in (*DEFAULT_RANKING, "mean_reward"))
+    return tuple(_measured(summary, k, -math.inf) for k in (*DEFAULT_RANKING, "mean_reward"))
 
 
 #: How far (a success rate) one run must trail another before the loop calls it worse:
@@ -84,10 +86,9 @@ def clearly_behind(summary: Mapping[str, Any], other: Mapping[str, Any], margin:
     default ranking on which they differ by more than ``margin`` favours ``other``. A
     missing or non-finite objective in ``summary`` counts as 0; in ``other`` it decides nothing."""
     for key in ranked(OBJECTIVES):  # end-to-end, then delivery, then grip
-        mine, theirs = summary.get(key), other.get(key)
-        if not (isinstance(theirs, (int, float)) and math.isfinite(theirs)):
+        mine, theirs = _measured(summary, key, 0.0), _measured(other, key, None)
+        if theirs is None:
             continue
-        mine = mine if isinstance(mine, (int, float)) and math.isfinite(mine) else 0.0
         if theirs - mine > margin:
             return True
         if mine - theirs > margin:
