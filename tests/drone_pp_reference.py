@@ -1,7 +1,12 @@
 """Reference drone_pp for tests/test_drone_pp_equivalence.py: the straightforward implementation.
 
-The env as first written (one array expression per rule, no buffers), kept unchanged so the
-optimised ``drex_opt.envs.drone_pp`` can be checked against it step by step.
+The env as first written (one array expression per rule, no buffers), kept so the optimised
+``drex_opt.envs.drone_pp`` (its NumPy step and its compiled step) can be checked against it
+step by step. One change since: the nearest-neighbour search squares coordinate differences
+instead of expanding |a - b|^2 = |a|^2 + |b|^2 - 2 a.b through a matrix product, whose sum
+order belongs to the BLAS library and which loses precision to cancellation far from the
+origin; the direct form is exact to one rounding per operation and can be computed the same
+way by compiled code.
 
 drone_pp: the built-in drone pick-and-place environment (grip -> carry -> deliver).
 
@@ -341,11 +346,8 @@ class DronePP(pufferlib.PufferEnv):
             self.collided[:] = False
             return
         p = self.pos.reshape(self.n_arenas, d, 3)
-        sq = np.einsum("eij,eij->ei", p, p)
-        dist2 = np.matmul(p, p.transpose(0, 2, 1))
-        dist2 *= -2.0
-        dist2 += sq[:, :, None]
-        dist2 += sq[:, None, :]
+        diff = p[:, None, :, :] - p[:, :, None, :]  # [e, i, j] = p_j - p_i
+        dist2 = diff[..., 0] ** 2 + diff[..., 1] ** 2 + diff[..., 2] ** 2
         dist2.reshape(self.n_arenas, d * d)[:, :: d + 1] = np.inf
         j = np.argmin(dist2, axis=2).reshape(-1) + self._arena_base
         np.subtract(self.pos[j], self.pos, out=self.nearest)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -159,11 +162,23 @@ def test_a_metric_map_makes_an_envs_own_statistic_the_objective(tmp_path):
 
 
 # ---------------------------------------------------------------- thread caps
+@pytest.mark.skipif(shutil.which("taskset") is None or not hasattr(os, "sched_getaffinity"),
+                    reason="needs taskset and CPU affinity")
+def test_a_worker_pinned_to_one_cpu_gives_each_trial_one_thread():
+    """Threads per trial count the CPUs the worker may use (``taskset``, a container's
+    cpuset), not the machine's: two workers pinned to one CPU each must not run two threads each."""
+    code = ("from drex_opt.rules import machine; from drex_opt.search.planning import StudyPlan; "
+            "print(machine.usable_cpus(), StudyPlan.threads_per_trial(type('P', (), {'jobs': 1})()))")
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "1"]
+
+
 @pytest.mark.slow
 def test_jobs_cap_each_childs_threads_at_cores_per_job(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     jobs = 2
-    expected = str(max(1, (os.cpu_count() or 1) // jobs))
+    expected = str(max(1, len(os.sched_getaffinity(0)) // jobs))
     proc = start_cli("study", "--focus", "improve_grip", "--storage", url, "--trials", "2", "--jobs", str(jobs),
                      "--timesteps", LONG, "--no-early-stopping", cwd=tmp_path)
     try:

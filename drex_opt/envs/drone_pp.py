@@ -53,9 +53,10 @@ finished since the last report (each becomes ``environment/<key>`` in PufferLib'
 
 from __future__ import annotations
 
+import gymnasium
+import numba
 import numpy as np
 import pufferlib
-import gymnasium
 
 DT = 0.05
 HORIZON = 512
@@ -139,6 +140,260 @@ def _norm(v: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.sqrt(out, out=out)
 
 
+# ------------------------------------------------------------ compiled step
+# The step of drone_pp as compiled loops over the drones (numba): the same arithmetic as the
+# NumPy step below, operation by operation and in the same precision, so both give the same
+# numbers bit for bit (tests/test_drone_pp_equivalence.py). NumPy casts a Python float to the
+# array's float32 before it scales or compares a float32 array, so the loops use float32
+# twins of those constants; where NumPy promotes to float64 (the physics, hover distances,
+# floor heights) the loops do too. Random draws (respawns, new tasks) and reports stay in
+# NumPy: they are rare, and the generators' streams must stay exactly as they are.
+_f32 = np.float32
+_K_MAX_VEL = MAX_VEL
+_K_GAIN = _f32(VEL_GAIN * DRONE_MASS)
+_K_HOVER_FORCE = _f32(DRONE_MASS * GRAVITY)
+_K_MAX_THRUST_Z = _f32(MAX_THRUST_Z)
+_K_MAX_THRUST_XY = _f32(MAX_THRUST_XY)
+_K_EPS = _f32(1e-6)
+_K_LAG = _f32(DT / ACTUATOR_TAU)
+_K_DT = _f32(DT)
+_K_ONE = _f32(1.0)
+_K_ZERO = _f32(0.0)
+_K_COLLISION_R2 = _f32(COLLISION_RADIUS ** 2)
+_K_R_COLLISION = _f32(R_COLLISION)
+_K_R_HOVER = _f32(R_HOVER)
+_K_R_TASK = _f32(R_GRIP)  # a grip and a delivery pay the same, and never in one step
+_K_R_CRASH = _f32(R_CRASH)
+_K_R_PROGRESS = _f32(R_PROGRESS)
+_K_HOVER_RADIUS = _f32(HOVER_RADIUS)
+_K_HOVER_SPEED = _f32(HOVER_SPEED)
+_K_GRIP_DZ = (_f32(GRIP_DZ[0]), _f32(GRIP_DZ[1]))
+_K_GRIP_SPEED = _f32(GRIP_SPEED)
+_K_RELEASE_Z = _f32(RELEASE_Z)
+_K_RELEASE_SPEED = _f32(RELEASE_SPEED)
+_K_HALF_XY = _f32(HALF_XY)
+_K_SPAWN_XY = _f32(SPAWN_XY)
+_K_CEILING = _f32(CEILING)
+_K_OBS_CENTRE_Z = _f32(CEILING / 2)
+_K_OBS_SCALE = np.array([1 / HALF_XY, 1 / HALF_XY, 2 / CEILING], np.float32)
+_K_NEAREST_SCALE = _f32(5.0)
+_K_AXIS_Z = 2
+
+
+@numba.njit(cache=True)
+def _clip1(x, lo, hi):
+    """``np.clip`` of one value (NaN stays NaN, as there)."""
+    if x > hi:
+        return hi
+    if x < lo:
+        return lo
+    return x
+
+
+@numba.njit(cache=True)
+def _k_fly(actions, act, pos, vel, thrust, carrying, box_mass):
+    """Clip the actions into ``act``; the velocity controller, thrust lag and motion (``_fly``)."""
+    for i in range(pos.shape[0]):
+        for k in range(3):
+            act[i, k] = _clip1(actions[i, k], -_K_ONE, _K_ONE)
+        cx = (act[i, 0] * _K_MAX_VEL[0] - vel[i, 0]) * _K_GAIN
+        cy = (act[i, 1] * _K_MAX_VEL[1] - vel[i, 1]) * _K_GAIN
+        cz = (act[i, 2] * _K_MAX_VEL[2] - vel[i, 2]) * _K_GAIN
+        cz = _clip1(cz + _K_HOVER_FORCE, _K_ZERO, _K_MAX_THRUST_Z)
+        xy = np.sqrt(cx * cx + cy * cy) + _K_EPS
+        xy = _K_MAX_THRUST_XY / xy
+        if xy > _K_ONE:
+            xy = _K_ONE
+        thrust[i, 0] += (cx * xy - thrust[i, 0]) * _K_LAG
+        thrust[i, 1] += (cy * xy - thrust[i, 1]) * _K_LAG
+        thrust[i, 2] += (cz - thrust[i, 2]) * _K_LAG
+        mass = np.float64(_K_ONE + (box_mass[i] if carrying[i] else _K_ZERO))
+        drag = _DRAG[1] if carrying[i] else _DRAG[0]
+        for k in range(3):
+            acc = (np.float64(thrust[i, k]) - np.float64(vel[i, k]) * drag) / mass
+            if k == _K_AXIS_Z:
+                acc += _GRAVITY_Z
+            vel[i, k] = np.float32(np.float64(vel[i, k]) + acc * DT)
+            pos[i, k] += vel[i, k] * _K_DT
+
+
+@numba.njit(cache=True)
+def _k_norm3(x, y, z):
+    """``_norm`` of one row: the squares summed left to right, in float32."""
+    return np.sqrt(x * x + y * y + z * z)
+
+
+@numba.njit(cache=True)
+def _k_set_waypoint(i, pos, targets, carrying, hovered, waypoint, prev_dist):
+    t = 1 if carrying[i] else 0
+    waypoint[i, 0] = targets[i, t, 0]
+    waypoint[i, 1] = targets[i, t, 1]
+    waypoint[i, 2] = np.float32(_WAYPOINT_Z[2 * t + (1 if hovered[i] else 0)])
+    prev_dist[i] = _k_norm3(waypoint[i, 0] - pos[i, 0], waypoint[i, 1] - pos[i, 1], waypoint[i, 2] - pos[i, 2])
+
+
+@numba.njit(cache=True)
+def _k_neighbours(pos, num_drones, nearest, collided):
+    """Nearest other drone of the same arena and collisions (``_update_neighbours``)."""
+    n = pos.shape[0]
+    d = num_drones
+    if d == 1:
+        nearest[:] = 0.0
+        collided[:] = False
+        return
+    for base in range(0, n, d):
+        for i in range(base, base + d):
+            best = np.float32(np.inf)
+            j_best = base  # argmin's answer when every distance is infinite
+            for j in range(base, base + d):
+                if j == i:
+                    continue
+                dx = pos[j, 0] - pos[i, 0]
+                dy = pos[j, 1] - pos[i, 1]
+                dz = pos[j, 2] - pos[i, 2]
+                d2 = dx * dx + dy * dy + dz * dz
+                if d2 != d2:  # argmin stops at the first NaN
+                    j_best = j
+                    break
+                if d2 < best:
+                    best = d2
+                    j_best = j
+            for k in range(3):
+                nearest[i, k] = pos[j_best, k] - pos[i, k]
+            collided[i] = (nearest[i, 0] * nearest[i, 0] + nearest[i, 1] * nearest[i, 1]
+                           + nearest[i, 2] * nearest[i, 2]) < _K_COLLISION_R2
+
+
+@numba.njit(cache=True)
+def _k_pick_and_place(pos, vel, targets, carrying, hovered, waypoint, prev_dist, ep, flags, collided, reward,
+                      grip_xy, release_xy, drop_on_collision, delivered):
+    """Collision penalty, milestones, grips and deliveries (``_pick_and_place``); the drones
+    that delivered are written to ``delivered``, their count returned (they need a new task).
+    With ``drop_on_collision`` (drone_pp_hard) a collision first knocks a carried box off:
+    it lands under the drone (within the spawn area) and must be gripped again."""
+    n_delivered = 0
+    for i in range(pos.shape[0]):
+        r = _K_R_COLLISION if collided[i] else _K_ZERO
+        if collided[i]:
+            ep[i, 4] += _K_ONE
+            if drop_on_collision and carrying[i]:
+                targets[i, 0, 0] = _clip1(pos[i, 0], -_K_SPAWN_XY, _K_SPAWN_XY)
+                targets[i, 0, 1] = _clip1(pos[i, 1], -_K_SPAWN_XY, _K_SPAWN_XY)
+                carrying[i] = False
+                hovered[i] = False
+                _k_set_waypoint(i, pos, targets, carrying, hovered, waypoint, prev_dist)
+        carry = carrying[i]
+        t = 1 if carry else 0
+        pz = pos[i, 2]
+        vz = vel[i, 2]
+        speed = _k_norm3(vel[i, 0], vel[i, 1], vz)
+        rx = pos[i, 0] - targets[i, t, 0]
+        ry = pos[i, 1] - targets[i, t, 1]
+        height = pz - targets[i, t, 2]
+        xy = np.sqrt(rx * rx + ry * ry)
+        hover_z = _WAYPOINT_Z[2 * t]
+        dz = np.float64(pz) - hover_z
+        hover_dist = np.sqrt(np.float64(xy * xy) + dz * dz)
+        new_hover = hover_dist < HOVER_RADIUS and speed < _K_HOVER_SPEED and not hovered[i]
+        if new_hover:
+            r += _K_R_HOVER
+            hovered[i] = True
+        hov = hovered[i]
+        descending = xy < _K_HOVER_RADIUS and hov and np.float64(pz) < hover_z - 0.3 and vz < 0
+        col = 3 * t
+        flags[col, i] = flags[col, i] or hover_dist < APPROACH_RADIUS
+        flags[col + 1, i] = flags[col + 1, i] or hov
+        flags[col + 2, i] = flags[col + 2, i] or descending
+        grip = (not carry and hov and xy < grip_xy and height > _K_GRIP_DZ[0] and height < _K_GRIP_DZ[1]
+                and speed < _K_GRIP_SPEED and vz < 0)
+        release = carry and hov and xy < release_xy and pz < _K_RELEASE_Z and speed < _K_RELEASE_SPEED
+        if grip or release:
+            r += _K_R_TASK
+        if grip:
+            ep[i, 1] += _K_ONE
+            carrying[i] = True
+            hovered[i] = False
+        if release:
+            ep[i, 2] += _K_ONE
+            delivered[n_delivered] = i
+            n_delivered += 1
+        if grip or new_hover:
+            _k_set_waypoint(i, pos, targets, carrying, hovered, waypoint, prev_dist)
+        reward[i] = r
+    return n_delivered
+
+
+@numba.njit(cache=True)
+def _k_settle(pos, carrying, waypoint, prev_dist, ep_len, ep, flags, reward, terminals, truncations,
+              group_agents, stats, stat_n, done):
+    """Progress shaping, crashes and time limits, episode sums and the statistics of finished
+    episodes (``step``'s end and ``_end_step``, up to the respawns); the drones whose episode
+    ended are written to ``done``, their count returned."""
+    n_done = 0
+    for i in range(pos.shape[0]):
+        dist = _k_norm3(waypoint[i, 0] - pos[i, 0], waypoint[i, 1] - pos[i, 1], waypoint[i, 2] - pos[i, 2])
+        r = reward[i] + (prev_dist[i] - dist) * _K_R_PROGRESS
+        prev_dist[i] = dist
+        carry = carrying[i]
+        if carry:
+            ep[i, 3] += _K_ONE
+        ep_len[i] += 1
+        pz = pos[i, 2]
+        floor = CARRY_FLOOR if carry else DRONE_FLOOR
+        crashed = (abs(pos[i, 0]) > _K_HALF_XY or abs(pos[i, 1]) > _K_HALF_XY or pz > _K_CEILING
+                   or np.float64(pz) < floor)
+        if crashed:
+            r += _K_R_CRASH
+        truncated = ep_len[i] >= HORIZON and not crashed
+        r = _clip1(r, -_K_ONE, _K_ONE)
+        reward[i] = r
+        terminals[i] = crashed
+        truncations[i] = truncated
+        ep[i, 0] += r
+        if crashed or truncated:
+            done[n_done] = i
+            n_done += 1
+            g = i // group_agents
+            length = np.float64(ep_len[i])
+            delivered = ep[i, 2] > 0
+            s = stats[g]
+            s[0] += 1.0 if ep[i, 1] > 0 else 0.0  # perfect_grip
+            s[1] += 1.0 if delivered else 0.0  # perfect_deliv
+            s[2] += 1.0 if delivered and not crashed else 0.0  # perfect_now
+            s[3] += np.float64(ep[i, 3]) / length  # gripping
+            s[4] += ep[i, 2]  # delivered
+            for f in range(6):
+                s[5 + f] += 1.0 if flags[f, i] else 0.0
+            s[11] += np.float64(ep[i, 4]) / length  # collision_rate
+            s[12] += 1.0 if crashed else 0.0  # oob
+            s[13] += ep[i, 1] + ep[i, 2]  # score
+            s[14] += ep[i, 0]  # episode_return
+            s[15] += length  # episode_length
+            stat_n[g] += 1
+    return n_done
+
+
+@numba.njit(cache=True)
+def _k_observe(obs, pos, vel, waypoint, targets, carrying, hovered, thrust, nearest):
+    """The first ``OBS_SIZE`` features of every drone (``_fill_obs``), straight into ``obs``."""
+    for i in range(pos.shape[0]):
+        o = obs[i]
+        for k in range(3):
+            p = pos[i, k]
+            o[k] = vel[i, k] / _K_MAX_VEL[k]
+            o[3 + k] = (p - (_K_OBS_CENTRE_Z if k == 2 else _K_ZERO)) * _K_OBS_SCALE[k]
+            to_wp = waypoint[i, k] - p
+            o[6 + k] = to_wp / _K_HALF_XY
+            o[9 + k] = _clip1(to_wp, -_K_ONE, _K_ONE)
+            o[12 + k] = (targets[i, 0, k] - p) / _K_HALF_XY
+            o[15 + k] = (targets[i, 1, k] - p) / _K_HALF_XY
+            o[20 + k] = thrust[i, k] / _K_HOVER_FORCE - (_K_ONE if k == 2 else _K_ZERO)
+            o[23 + k] = _clip1(nearest[i, k] / _K_NEAREST_SCALE, -_K_ONE, _K_ONE)
+        o[18] = _K_ONE if carrying[i] else _K_ZERO
+        o[19] = _K_ONE if hovered[i] else _K_ZERO
+        o[26] = pos[i, 2] / _K_CEILING
+
+
 class DronePP(pufferlib.PufferEnv):
     """Vectorised drone pick-and-place; ``groups * num_envs * num_drones`` agents.
 
@@ -162,8 +417,13 @@ class DronePP(pufferlib.PufferEnv):
         seed: seed of sub-env 0's NumPy generator (``reset(seed)`` re-seeds them all).
         buf: PufferLib shared buffers (given by ``pufferlib.vector``).
         groups: sub-envs stepped together (1: a plain env).
+        compiled: step through the compiled loops (the class's default) or the NumPy
+            operations; both give the same numbers.
     """
 
+    # The compiled step covers drone_pp's own physics, task and observation; a subclass that
+    # changes them in NumPy sets this to False until it compiles its own.
+    compiled = True
     obs_size = OBS_SIZE
     grip_xy = GRIP_XY
     release_xy = RELEASE_XY
@@ -173,7 +433,9 @@ class DronePP(pufferlib.PufferEnv):
     task_fields = _TASK_FIELDS
 
     def __init__(self, num_envs: int = 8, num_drones: int = 16, report_interval: int = 64,
-                 seed: int = 0, buf=None, groups: int = 1):
+                 seed: int = 0, buf=None, groups: int = 1, compiled: bool | None = None):
+        if compiled is not None:
+            self.compiled = bool(compiled)
         if int(num_envs) < 1 or int(num_drones) < 1 or int(groups) < 1:
             raise ValueError("num_envs, num_drones and groups must be at least 1")
         self.groups = int(groups)
@@ -231,6 +493,8 @@ class DronePP(pufferlib.PufferEnv):
         self._xy = np.zeros(n, f32)
         self._to_wp = np.zeros((n, 3), f32)
         self._dist2 = np.zeros((self.n_arenas, self.num_drones, self.num_drones), f32)
+        self._sq2 = np.zeros_like(self._dist2)
+        self._diff = np.zeros((self.n_arenas, self.num_drones, self.num_drones, 3), f32)
         self._marks = np.zeros((3, n), bool)  # near, hovered, descending
         self._phase = np.zeros((2, 1, n), bool)  # empty, carrying
         self._new_flags = np.zeros((2, 3, n), bool)
@@ -238,6 +502,10 @@ class DronePP(pufferlib.PufferEnv):
         # Observations are built feature-major (every operation runs along the drones), then
         # transposed into PufferLib's (agents, features) buffer with one copy.
         self._obs_t = np.zeros((self.obs_size, n), f32)
+        # The compiled step's drone lists (deliveries, then ends) and its float32 windows.
+        self._idx = np.zeros(n, np.int64)
+        self._grip_xy32 = np.float32(self.grip_xy)
+        self._release_xy32 = np.float32(self.release_xy)
 
     @property
     def agents_per_batch(self) -> int:
@@ -339,6 +607,8 @@ class DronePP(pufferlib.PufferEnv):
 
     # ------------------------------------------------------------------- step
     def step(self, actions):
+        if self.compiled:
+            return self._step_compiled(actions)
         act = np.clip(np.asarray(actions, np.float32).reshape(self.num_agents, 3), -1.0, 1.0, out=self._act)
         self._fly(act)
         reward = self.rewards  # built in place in PufferLib's buffer
@@ -357,6 +627,34 @@ class DronePP(pufferlib.PufferEnv):
         self.ep_carry_steps += self.carrying
         self.ep_len += 1
         return self._end_step(reward)
+
+    # A subclass that drops carried boxes on collision (drone_pp_hard) says so here.
+    drops_boxes_on_collision = False
+
+    def _step_compiled(self, actions):
+        """``step`` through the compiled loops; the same numbers as the NumPy step."""
+        self._fly_compiled(np.ascontiguousarray(actions, np.float32).reshape(self.num_agents, 3))
+        _k_neighbours(self.pos, self.num_drones, self.nearest, self.collided)
+        n = _k_pick_and_place(self.pos, self.vel, self._targets, self.carrying, self.hovered, self.waypoint,
+                              self.prev_dist, self._ep, self._flags_t, self.collided, self.rewards,
+                              self._grip_xy32, self._release_xy32, self.drops_boxes_on_collision, self._idx)
+        if n:
+            self._new_task(self._idx[:n].copy())
+        n = _k_settle(self.pos, self.carrying, self.waypoint, self.prev_dist, self.ep_len, self._ep, self._flags_t,
+                      self.rewards, self.terminals, self.truncations, self.group_agents, self._stats,
+                      self._stat_n, self._idx)
+        if n:
+            done = self._idx[:n].copy()
+            self._respawn(done)
+            self.nearest[done] = 0.0  # unknown until the next step's neighbour search
+        self._observe()
+        self._tick += 1
+        infos = self._reports() if self._tick % self.report_interval == 0 else []
+        return self.observations, self.rewards, self.terminals, self.truncations, infos
+
+    def _fly_compiled(self, actions: np.ndarray) -> None:
+        """``_fly`` through the compiled loop, the actions clipped into ``self._act`` on the way."""
+        _k_fly(actions, self._act, self.pos, self.vel, self.thrust, self.carrying, self.box_mass)
 
     def _fly(self, act: np.ndarray) -> None:
         """One physics step: velocity command -> bounded, lagged thrust -> motion."""
@@ -491,11 +789,10 @@ class DronePP(pufferlib.PufferEnv):
             self.collided[:] = False
             return
         p = self.pos.reshape(self.n_arenas, d, 3)
-        sq = np.einsum("eij,eij->ei", p, p)
-        dist2 = np.matmul(p, p.transpose(0, 2, 1), out=self._dist2)
-        dist2 *= -2.0
-        dist2 += sq[:, :, None]
-        dist2 += sq[:, None, :]
+        diff = np.subtract(p[:, None, :, :], p[:, :, None, :], out=self._diff)  # [e, i, j] = p_j - p_i
+        dist2 = np.square(diff[..., 0], out=self._dist2)
+        dist2 += np.square(diff[..., 1], out=self._sq2)
+        dist2 += np.square(diff[..., 2], out=self._sq2)
         dist2.reshape(self.n_arenas, d * d)[:, :: d + 1] = np.inf
         j = np.argmin(dist2, axis=2).reshape(-1)
         j += self._arena_base
@@ -504,6 +801,10 @@ class DronePP(pufferlib.PufferEnv):
         np.less(np.einsum("ij,ij->i", self.nearest, self.nearest), COLLISION_RADIUS ** 2, out=self.collided)
 
     def _observe(self) -> None:
+        if self.compiled:
+            _k_observe(self.observations, self.pos, self.vel, self.waypoint, self._targets, self.carrying,
+                       self.hovered, self.thrust, self.nearest)
+            return
         self._fill_obs(self._obs_t)
         np.copyto(self.observations, self._obs_t.T)
 
@@ -563,6 +864,14 @@ class DronePP(pufferlib.PufferEnv):
 
     def close(self):
         pass
+
+
+def compile_step() -> None:
+    """Compile the compiled step's loops (or load them from numba's on-disk cache) now, by
+    stepping a two-drone env once: a process that forks trainings does this once for all."""
+    env = DronePP(num_envs=1, num_drones=2, seed=0)
+    env.reset(0)
+    env.step(np.zeros((2, 3), np.float32))
 
 
 def make(num_envs: int = 8, num_drones: int = 16, seed: int = 0, buf=None, **kwargs) -> DronePP:

@@ -49,6 +49,7 @@ bonus helps on one seed of three (46%, 2%, 4%).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from drex_opt.envs import drone_pp as base
@@ -76,12 +77,93 @@ _SPAWN_LOW = np.concatenate([base._SPAWN_LOW[:7], [BOX_MASS[0], 0.0, 0.0]])
 _SPAWN_HIGH = np.concatenate([base._SPAWN_HIGH[:7], [BOX_MASS[1], 2.0 * np.pi, BOX_SPEED]])
 
 
+# ------------------------------------------------------------ compiled step
+# As in drone_pp: compiled loops with the NumPy step's arithmetic, bit for bit (float32
+# twins of the constants NumPy casts to float32). The sines and cosines of the tilt stay
+# NumPy's (its float32 sin/cos round differently from the C library's), and so do the gusts
+# (random draws).
+_f32 = np.float32
+_K_ONE = _f32(1.0)
+_K_ZERO = _f32(0.0)
+_K_DT = _f32(DT)
+_K_SPAWN_XY = _f32(SPAWN_XY)
+_K_MAX_TILT = _f32(MAX_TILT)
+_K_ATTITUDE_LAG = _f32(DT / ATTITUDE_TAU)
+_K_HALF_THRUST = _f32(0.5 * MAX_THRUST)
+_K_THRUST_LAG = _f32(DT / ACTUATOR_TAU)
+_K_GRAVITY = _f32(GRAVITY)
+_K_DRONE_MASS = _f32(DRONE_MASS)
+_K_BOX_SPEED = _f32(BOX_SPEED)
+
+
+@numba.njit(cache=True)
+def _k_move_boxes(carrying, box_vel, targets, waypoint):
+    """``_move_boxes``: boxes on the ground drift and bounce; empty drones' waypoints follow."""
+    for i in range(carrying.shape[0]):
+        empty = not carrying[i]
+        for k in range(2):
+            if empty:  # a carried box does not drift (NumPy adds a zero drift to it)
+                targets[i, 0, k] += box_vel[i, k] * _K_DT
+            x = targets[i, 0, k]
+            if abs(x) > _K_SPAWN_XY:
+                box_vel[i, k] *= -_K_ONE
+                targets[i, 0, k] = _K_SPAWN_XY if x > 0 else -_K_SPAWN_XY
+            if empty:
+                waypoint[i, k] = targets[i, 0, k]
+
+
+@numba.njit(cache=True)
+def _k_attitude(actions, act, tilt, collective):
+    """Clip the actions into ``act``; the attitude and thrust lags (``_fly``'s first half)."""
+    for i in range(act.shape[0]):
+        for k in range(3):
+            a = actions[i, k]
+            act[i, k] = _K_ONE if a > _K_ONE else (-_K_ONE if a < -_K_ONE else a)
+        for k in range(2):
+            tilt[i, k] += (act[i, k + 1] * _K_MAX_TILT - tilt[i, k]) * _K_ATTITUDE_LAG
+        collective[i] += ((act[i, 0] + _K_ONE) * _K_HALF_THRUST - collective[i]) * _K_THRUST_LAG
+
+
+@numba.njit(cache=True)
+def _k_forces(sin_tilt, cos_tilt, collective, thrust, wind, num_drones, carrying, box_mass, pos, vel):
+    """Thrust along the tilted body axis, drag through the wind, gravity, motion (``_fly``'s rest)."""
+    for i in range(pos.shape[0]):
+        lift = collective[i] * cos_tilt[i, 1]
+        thrust[i, 0] = sin_tilt[i, 0] * lift
+        thrust[i, 1] = sin_tilt[i, 1] * collective[i]
+        thrust[i, 2] = cos_tilt[i, 0] * lift
+        carry = carrying[i]
+        mass = (box_mass[i] if carry else _K_ZERO) + _K_DRONE_MASS
+        drag = _DRAG32[1] if carry else _DRAG32[0]
+        e = i // num_drones
+        for k in range(3):
+            air = vel[i, k] - wind[e, k] if k < 2 else vel[i, k]
+            acc = (thrust[i, k] - air * drag) / mass
+            if k == 2:
+                acc -= _K_GRAVITY
+            vel[i, k] += acc * _K_DT
+            pos[i, k] += vel[i, k] * _K_DT
+
+
+@numba.njit(cache=True)
+def _k_observe_extra(obs, first, tilt, box_vel, box_mass, carrying):
+    """The hard env's five features after drone_pp's (``_fill_obs``'s rest)."""
+    for i in range(obs.shape[0]):
+        o = obs[i]
+        o[first] = tilt[i, 0] / _K_MAX_TILT
+        o[first + 1] = tilt[i, 1] / _K_MAX_TILT
+        o[first + 2] = box_vel[i, 0] / _K_BOX_SPEED
+        o[first + 3] = box_vel[i, 1] / _K_BOX_SPEED
+        o[first + 4] = (box_mass[i] if carrying[i] else _K_ZERO) / _K_DRONE_MASS
+
+
 class DronePPHard(base.DronePP):
     """drone_pp with attitude-level control, heavy moving boxes, wind and box-dropping collisions.
 
     Same arguments as :class:`drex_opt.envs.drone_pp.DronePP`.
     """
 
+    drops_boxes_on_collision = True
     obs_size = OBS_SIZE
     grip_xy = GRIP_XY
     release_xy = RELEASE_XY
@@ -126,8 +208,31 @@ class DronePPHard(base.DronePP):
 
     # ------------------------------------------------------------------- step
     def step(self, actions):
-        self._move_boxes()
+        if self.compiled:
+            _k_move_boxes(self.carrying, self.box_vel, self._targets, self.waypoint)
+        else:
+            self._move_boxes()
         return super().step(actions)
+
+    def _fly_compiled(self, actions: np.ndarray) -> None:
+        _k_attitude(actions, self._act, self.tilt, self.collective)
+        self._gust()
+        _k_forces(np.sin(self.tilt), np.cos(self.tilt), self.collective, self.thrust, self.wind, self.num_drones,
+                  self.carrying, self.box_mass, self.pos, self.vel)
+
+    def _gust(self) -> None:
+        """One step of each arena's Ornstein-Uhlenbeck gust."""
+        self.wind *= 1.0 - WIND_THETA * DT
+        per_group = self.n_arenas // self.groups
+        gust = np.concatenate([rng.standard_normal((per_group, 2), np.float32) for rng in self._wind_rngs])
+        gust *= _WIND_SIGMA * np.sqrt(DT)
+        self.wind += gust
+
+    def _observe(self) -> None:
+        super()._observe()
+        if self.compiled:
+            _k_observe_extra(self.observations, base.OBS_SIZE, self.tilt, self.box_vel, self.box_mass,
+                             self.carrying)
 
     def _move_boxes(self) -> None:
         """Boxes on the ground drift and bounce off the spawn area's edge; empty drones'
@@ -162,11 +267,7 @@ class DronePPHard(base.DronePP):
         np.multiply(s[:, 1], self.collective, out=thrust[:, 1])
         np.multiply(c[:, 0], lift, out=thrust[:, 2])
 
-        self.wind *= 1.0 - WIND_THETA * DT
-        per_group = self.n_arenas // self.groups
-        gust = np.concatenate([rng.standard_normal((per_group, 2), np.float32) for rng in self._wind_rngs])
-        gust *= _WIND_SIGMA * np.sqrt(DT)
-        self.wind += gust
+        self._gust()
 
         carrying = self.carrying
         mass = np.multiply(carrying, self.box_mass, out=self._mass)

@@ -27,6 +27,15 @@ def physical_cores() -> int:
     return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on: a worker pinned with ``taskset`` or confined by
+    a container's cpuset sees its share, not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 @functools.cache
 def available_devices() -> tuple[str, ...]:
     """The ``train.device`` values torch can use here (imports torch: call only when needed)."""

@@ -2,7 +2,7 @@
 
 Importing this module is its purpose (see :mod:`drex_opt.run.forkserver`): torch, the parts of
 it PuffeRL pulls in lazily on its first optimiser (``torch._dynamo``, ~1.8 s), PufferLib's
-trainer and vectorisation, and the built-in envs. It also makes the server pass for the
+trainer and vectorisation, and the built-in envs with drone_pp's compiled step. It also makes the server pass for the
 caller's main script (:func:`adopt_callers_main`).
 """
 
@@ -27,6 +27,8 @@ with warnings.catch_warnings():
 from drex_opt.envs import drone_pp, drone_pp_hard  # noqa: F401, E402
 from drex_opt.run import train  # noqa: F401, E402
 from drex_opt.run.forkserver import MAIN_ENV  # noqa: E402
+
+drone_pp.compile_step()
 
 
 def adopt_callers_main() -> None:

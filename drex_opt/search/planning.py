@@ -9,7 +9,6 @@ file or storage stops the command before any training starts.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +105,7 @@ class StudyPlan:
                                           multivariate=True)
 
     def threads_per_trial(self) -> int:
-        return max(1, (os.cpu_count() or 1) // self.jobs)
+        return max(1, machine.usable_cpus() // self.jobs)
 
 
 def baseline_label(baseline: str, cfg: dict) -> tuple[str, str]:
