@@ -238,6 +238,12 @@ def env_alone(before_dir: str, steps: int) -> dict:
             best = max(best, steps * agents / (time.perf_counter() - t))
         return best
 
+    def numpy_step(envs: list) -> list:
+        for e in envs:  # the same env stepped by its NumPy operations instead of its compiled loops
+            e.compiled = False
+        return envs
+
+    compiled = hasattr(new, "compile_step")
     rows = []
     cases = [("64 x 16 (1024 drones)", lambda m: [m.DronePP(num_envs=64, num_drones=16, seed=0)], 1024),
              ("16 x 64 (1024 drones)", lambda m: [m.DronePP(num_envs=16, num_drones=64, seed=0)], 1024),
@@ -246,6 +252,8 @@ def env_alone(before_dir: str, steps: int) -> dict:
         for _ in range(3):  # interleaved rounds
             rows.append({"case": label, "impl": "before", "sps": bench(lambda: factory(old), agents)})
             rows.append({"case": label, "impl": "after", "sps": bench(lambda: factory(new), agents)})
+            if compiled:
+                rows.append({"case": label, "impl": "numpy", "sps": bench(lambda: numpy_step(factory(new)), agents)})
     # the quick baseline's 512 agents as training steps them
     label = "quick baseline, 4 x (8 x 16) = 512 drones as trained"
     batched = getattr(new, "make_batched", None)
@@ -255,6 +263,9 @@ def env_alone(before_dir: str, steps: int) -> dict:
         if batched is not None:
             rows.append({"case": label, "impl": "after",
                          "sps": bench(lambda: [batched(4, num_envs=8, num_drones=16, seed=0)], 512)})
+            if compiled:
+                rows.append({"case": label, "impl": "numpy",
+                             "sps": bench(lambda: numpy_step([batched(4, num_envs=8, num_drones=16, seed=0)]), 512)})
         else:
             rows.append({"case": label, "impl": "after",
                          "sps": bench(lambda: [new.DronePP(num_envs=8, num_drones=16, seed=i) for i in range(4)], 512)})
@@ -339,14 +350,18 @@ def render(info: dict, payload: dict) -> str:
         lines += ["\n## The env alone (one core, random actions, no policy)\n",
                   "Agent-steps/s, median of 3 interleaved rounds (each the best of 3 repetitions). The quick "
                   "baseline row steps its 512 agents the way training steps them: before as 4 separate sub-envs "
-                  "(PufferLib's Serial backend calls each in turn), now as one batched env.\n"]
+                  "(PufferLib's Serial backend calls each in turn), now as one batched env. `now, NumPy step`: "
+                  "today's env stepped by its NumPy operations instead of its compiled loops (the same numbers).\n"]
         cases = list(dict.fromkeys(r["case"] for r in env_rows))
+        with_numpy = any(r["impl"] == "numpy" for r in env_rows)
         erows = []
         for c in cases:
-            b = med([r["sps"] for r in env_rows if r["case"] == c and r["impl"] == "before"])
-            a = med([r["sps"] for r in env_rows if r["case"] == c and r["impl"] == "after"])
-            erows.append([c, f"{b:,.0f}", f"{a:,.0f}", f"{a / b:.2f}x"])
-        lines.append(md_table(["layout", "before", "now", "speed-up"], erows))
+            b, a, n = (med([r["sps"] for r in env_rows if r["case"] == c and r["impl"] == impl]) if
+                       any(r["case"] == c and r["impl"] == impl for r in env_rows) else None
+                       for impl in ("before", "after", "numpy"))
+            erows.append([c, f"{b:,.0f}", *([f"{n:,.0f}"] if with_numpy else []), f"{a:,.0f}", f"{a / b:.2f}x"])
+        lines.append(md_table(["layout", "before", *(["now, NumPy step"] if with_numpy else []), "now", "speed-up"],
+                              erows))
     if payload.get("notes"):
         lines += ["\n## Notes\n", payload["notes"]]
     return "\n".join(lines) + "\n"

@@ -134,7 +134,7 @@ USED_SEEDS = {
     "warm-loop evaluations, which shaped the study cap": (11, 12, 13, 31, 32, 33, 41, 42, 43),
     "the warm-loop evaluation of the study cap, which shaped the carrying warm space and the loop's "
     "return to its best drone": (51, 52, 53),
-    "the warm-loop evaluation of those": (71, 72, 73),
+    "the warm-loop evaluations of those": (71, 72, 73, 74, 75, 76),
     "other benchmarks": (101,),
 }
 DEFAULT_SEEDS = (61, 62, 63, 64, 65)
