@@ -80,7 +80,6 @@ import contextlib
 import io
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -103,7 +102,7 @@ from benchmarks.search_efficiency import drex_record, trial_overrides
 from benchmarks.warm_loop import at, drex, runs_of, study_steps, timeline
 from drex_opt import autopilot
 from drex_opt.jsonio import write_json_atomic
-from drex_opt.rules import config, objectives, safety
+from drex_opt.rules import config, machine, objectives, safety
 from drex_opt.run import checkpoint, runner
 from drex_opt.run.forkserver import ForkLauncher
 from drex_opt.search import planning
@@ -552,9 +551,11 @@ def claim(summary: dict) -> list[str]:
             continue
         best_ours = max(ours, key=ours.get)
         best_rival = max(theirs, key=theirs.get)
-        ratio = ours[best_ours] / theirs[best_rival] if theirs[best_rival] > 0 else math.inf
+        ratio = (ours[best_ours] / theirs[best_rival] if theirs[best_rival] > 0 else
+                 math.inf if ours[best_ours] > 0 else math.nan)
         cont = theirs.get("continue unchanged")
-        verdict = "wins" if ratio >= 1.5 else ("level or ahead" if ratio >= 1 else "loses")
+        verdict = ("level: no method delivered" if math.isnan(ratio) else
+                   "wins" if ratio >= 1.5 else ("level or ahead" if ratio >= 1 else "loses"))
         lines.append(f"- **{key}**: drex-opt's best path ({best_ours}) {pct(ours[best_ours])} against the best rival "
                      f"({best_rival}) {pct(theirs[best_rival])}: {verdict}"
                      + (f" ({ratio:.2f}×)" if math.isfinite(ratio) else "")
@@ -684,7 +685,7 @@ def main(argv: list[str] | None = None) -> dict:
     measured = {**info, "commit": commit(), "sizes": asdict(sizes), "methods": list(methods)}
     work = args.work or Path(tempfile.mkdtemp(prefix="drex-versus-"))
     # Each training gets its share of the cores, as a study's trials do at --jobs.
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = max(1, machine.usable_cpus() // args.jobs)
     launch = ForkLauncher(threads)
     began = time.time()
 

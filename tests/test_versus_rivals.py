@@ -55,6 +55,13 @@ def test_the_claim_compares_the_best_drex_path_with_the_best_rival_and_with_cont
     [line] = vr.claim(vr.summarize(cells, vr.METHODS))
     assert ": wins (1.58×)" in line  # the bar: 1.5×
 
+    # Nothing delivered anywhere: no side wins.
+    for c in cells:
+        for m in c["methods"].values():
+            m["points"][-1][1] = 0.0
+    [line] = vr.claim(vr.summarize(cells, vr.METHODS))
+    assert ": level: no method delivered" in line and "wins" not in line
+
 
 def test_a_drone_measured_only_after_the_budget_does_not_count_at_it():
     cells = [cell("drone_pp", "broken", 61, 1_000, {"protein": [[0, 0.0], [1_001, 1.0]]})]
