@@ -55,3 +55,32 @@ def test_final_window_reaches_back_to_one_episode_per_agent(monkeypatch):
     many = {"environment/perfect_now": 0.5, "environment/n": 600}
     _, _, final = train._train(_ScriptedTrainer(logs[:9] + [many]), 10_000, seed=1, agents=512)
     assert final.means() == many
+
+
+class _LaggingLossesTrainer(_ScriptedTrainer):
+    """PuffeRL's own order: a log carries the losses of the previous log; the epoch's losses
+    are kept on the trainer only after it logged."""
+
+    def __init__(self, logs: list[dict | None], losses: list[dict]) -> None:
+        super().__init__(logs)
+        self.per_epoch, self.losses = losses, {}
+
+    def train(self) -> dict | None:
+        logs = super().train()
+        if logs is not None:
+            logs = {**logs, **{f"losses/{k}": v for k, v in self.losses.items()}}
+            self.losses = self.per_epoch[self.epoch - 1]
+        return logs
+
+
+def test_the_last_epochs_losses_reach_the_summary_even_when_the_run_logged_once(monkeypatch):
+    """A run short enough for one log (PuffeRL logs at most every 0.25 s) would report no
+    losses: PuffeRL's only log carries the losses of a previous log, which does not exist."""
+    from drex_opt.run import train
+
+    monkeypatch.setattr(train, "emit", lambda *a, **k: None)
+    last, _, _ = train._train(_LaggingLossesTrainer([None, {"SPS": 1.0}], [{"value_loss": 0.5}, {"value_loss": 0.25}]),
+                              2_000, seed=1)
+    assert last["losses/value_loss"] == 0.25 and last["SPS"] == 1.0
+    with pytest.raises(train.NaNLosses):
+        train._train(_LaggingLossesTrainer([None, {"SPS": 1.0}], [{}, {"value_loss": float("nan")}]), 2_000, seed=1)

@@ -350,6 +350,16 @@ def _train(trainer, total: int, seed: int, agents: int = 0) -> tuple[dict, StatW
             emit("progress", **_progress(logs, trainer, window.means()))
             window, last_emit = StatWindow(), now
             _inject_fault(os.environ.get(FAULT_ENV), trainer, seed)
+    # PuffeRL's log carries the losses of its previous log (it keeps an epoch's losses only
+    # after logging); the last epoch's are on the trainer. A run short enough to log once
+    # would otherwise report no losses at all.
+    final_losses = {f"losses/{k}": float(v) for k, v in (getattr(trainer, "losses", None) or {}).items()
+                    if isinstance(v, (int, float))}
+    bad = [k for k, v in final_losses.items() if math.isnan(v)]
+    if bad:
+        raise NaNLosses(f"NaN in {bad[0]} at step {trainer.global_step}")
+    if last_logs and final_losses:
+        last_logs = {**last_logs, **final_losses}
     return last_logs, window, final_window(reports, total, agents)
 
 
