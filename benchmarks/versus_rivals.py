@@ -21,7 +21,8 @@ the tables say what each seed's drone really was.
 **Methods.** From a state, each method may train ``--budget`` agent steps (the state's own
 steps are sunk: every method starts from the same drone). Runs after a search are 2M-step
 autopilot runs (the quick baseline's run length) that continue a drone with a fixed
-configuration, as ``continue unchanged`` does:
+configuration, as ``continue unchanged`` does; what is left after the last whole run, if
+at least a quarter of a run, is trained as one shorter run:
 
 - ``continue unchanged``: the state's configuration, continuing the state's drone;
 - ``protein``: PufferLib's ``pufferlib.sweep.Protein`` on PufferLib's default ``[sweep]``
@@ -47,9 +48,10 @@ configuration, as ``continue unchanged`` does:
 
 Every search gets the same search budget S (half the method budget, :data:`SEARCH_SHARE`)
 and trials of the same length: the agent steps drex-opt's scratch study gives a trial of
-that state's focus; a search starts trials while one more fits in S (at least two), and
-what each trained is charged (a proposal with more agents or a longer horizon trains
-larger whole batches). rl-zoo3's ``-n`` and ``puffer sweep``'s ``train.total_timesteps`` are
+that state's focus, shortened to whole batches where two such trials would not fit in S
+(a study needs two: with a 4M budget, the carrying and performance foci); a search starts
+trials while one more fits in S (at least two), and what each trained is charged (a
+proposal with more agents or a longer horizon trains larger whole batches). rl-zoo3's ``-n`` and ``puffer sweep``'s ``train.total_timesteps`` are
 the user's choice; here they are drex-opt's. Searches train fresh weights, as users run
 them; the warm loop is the one method whose search continues the state's drone
 (``drex-opt scratch`` against ``drex-opt warm loop`` is the warm-start ablation).
@@ -88,7 +90,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -183,10 +185,29 @@ def continue_drone(cfg: dict, model: Path, budget: int, folder: Path, env: str, 
     pilot = pilot_dir(folder, cfg, resume_mode="continue", resume_from="latest", save_strategy="latest")
     (pilot / "models").mkdir()
     checkpoint.copy(model, pilot / "models" / "latest.pt")
-    if budget >= planning.steps_of(cfg["train"]["total_timesteps"], cfg["train"]["batch_size"]):
+    one_run = planning.steps_of(cfg["train"]["total_timesteps"], cfg["train"]["batch_size"])
+    if budget >= one_run:
         drex("autopilot", "--autopilot-dir", str(pilot), "--budget", str(budget), "--json", "--env", env,
              cwd=folder, log=log)
+    last = last_run_steps(budget - sum(r["agent_steps"] for r in runs_of(pilot)), one_run, cfg["train"]["batch_size"])
+    if last:
+        # The rest of the budget as one shorter run: a search that trained a little more than
+        # its share (whole batches of larger proposals) still gets its drone trained on.
+        base = json.loads((pilot / "configs" / "baseline_quick.json").read_text())
+        base["train"]["total_timesteps"] = last
+        (pilot / "configs" / "baseline_quick.json").write_text(json.dumps(base, indent=2))
+        drex("autopilot", "--autopilot-dir", str(pilot), "--budget", str(last), "--json", "--env", env,
+             cwd=folder, log=log)
     return runs_of(pilot)
+
+
+def last_run_steps(left: int, one_run: int, batch_size: int) -> int:
+    """Agent steps of a last, shorter run in what is left of a budget after whole runs; 0 for none.
+
+    Whole batches only, and at least a quarter of a run: a shorter run says little of its drone.
+    """
+    steps = max(0, left) // batch_size * batch_size
+    return steps if one_run > steps >= one_run / 4 else 0
 
 
 # ---------------------------------------------------------------- states
@@ -257,6 +278,19 @@ def trial_record(number: int, summary: dict, overrides: dict, proposal_notes: li
     for key in objectives.OBJECTIVES:
         rec[key] = summary.get(key) if ok else None
     return rec
+
+
+def fitted_trial_steps(plan: planning.StudyPlan, search_budget: int) -> int:
+    """Agent steps of each trial of a state's searches: drex-opt's scratch study's for the
+    state, shortened to whole batches when two of its trials would not fit the search budget.
+
+    Every search trains at least two trials; a trial that cannot fit twice would leave
+    drex-opt's study refused (it needs two) and the others with no run after their search.
+    """
+    if 2 * planning.trial_steps_bound(plan) <= search_budget:
+        return plan.timesteps
+    batch = planning.trial_steps_bound(replace(plan, timesteps=1))  # its largest batch
+    return max(batch, search_budget // 2 // batch * batch)
 
 
 def more_trials(records: list[dict], timesteps: int, search_budget: int) -> bool:
@@ -408,9 +442,10 @@ def one_cell(env: str, seed: int, state: dict, sizes: Sizes, work: Path, methods
     search_budget = int(budget * SEARCH_SHARE)
     work.mkdir(parents=True, exist_ok=True)
     plan = scratch_plan(state_dir, seed, env, work, sizes.trial)
-    timesteps = plan.timesteps
+    timesteps = fitted_trial_steps(plan, search_budget)
+    study_trial = sizes.trial if timesteps == plan.timesteps else timesteps
     out: dict = {"env": env, "seed": seed, "state": state, "budget": budget, "search_budget": search_budget,
-                 "trial_timesteps": timesteps, "methods": {}, "log": log}
+                 "trial_timesteps": timesteps, "focus_trial_timesteps": plan.timesteps, "methods": {}, "log": log}
     shared: dict = {}
     continued: dict = {}
     for method in methods:
@@ -424,7 +459,7 @@ def one_cell(env: str, seed: int, state: dict, sizes: Sizes, work: Path, methods
             rec = warm_loop(state_dir, base, seed, budget, folder, env, log, start, sizes.trial)
         elif method in ("drex-opt scratch", "focus space, random sampler"):
             records, pick = drex_study(state_dir, seed, search_budget, env, folder / "study", log,
-                                       "random" if method == "focus space, random sampler" else "tpe", sizes.trial)
+                                       "random" if method == "focus space, random sampler" else "tpe", study_trial)
             rec = after_search(method, records, pick, base, seed, budget, folder, env, log, start, continued)
         elif method == "protein":
             records, notes = protein_search(base, seed, search_budget, timesteps, env, folder, launch, threads)

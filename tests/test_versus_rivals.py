@@ -75,6 +75,35 @@ def test_a_search_runs_two_trials_then_those_that_fit():
     assert vr.more_trials(trained(250, 250), 500, 1_000) and not vr.more_trials(trained(250, 251), 500, 1_000)
 
 
+@pytest.mark.parametrize("focus", ["improve_carrying", "optimize_performance", "diagnostic_grip"])
+def test_every_search_of_a_state_fits_two_trials_and_drex_opts_study_accepts_them(tmp_path, focus):
+    """A 2M search budget: drex-opt's own study (its budget check) must run two trials of the
+    length every search is given, and the focus's own length is kept where two fit."""
+    from drex_opt.search import planning
+    from drex_opt.errors import UserError
+
+    def settings(**kw):
+        return planning.StudySettings(focus=focus, storage=f"sqlite:///{tmp_path / 's.db'}",
+                                      studies_dir=tmp_path / "studies", **kw)
+
+    plan = planning.plan(settings())
+    steps = vr.fitted_trial_steps(plan, 2_000_000)
+    planning.plan(settings(budget=2_000_000, timesteps=steps))  # raises if two do not fit
+    two_fit = 2 * planning.trial_steps_bound(plan) <= 2_000_000
+    assert (steps == plan.timesteps) == two_fit
+    if not two_fit:
+        with pytest.raises(UserError):
+            planning.plan(settings(budget=2_000_000))
+        assert steps > 2_000_000 // 4  # shortened no more than whole batches need
+    assert vr.fitted_trial_steps(plan, 100 * planning.trial_steps_bound(plan)) == plan.timesteps
+
+
+def test_what_is_left_after_whole_runs_is_one_shorter_run_of_whole_batches_if_a_quarter_of_one():
+    assert vr.last_run_steps(1_000_000, 2_015_232, 16_384) == 999_424  # 61 whole batches
+    assert vr.last_run_steps(2_015_232 // 4 - 16_384, 2_015_232, 16_384) == 0
+    assert vr.last_run_steps(0, 2_015_232, 16_384) == 0 and vr.last_run_steps(-5, 2_015_232, 16_384) == 0
+
+
 def test_rl_zoo3_tpe_proposes_what_its_random_sampler_does_during_start_up():
     """Why the harness trains such a configuration once for both rl-zoo3 rows."""
     base = config.load_baseline("quick")
@@ -111,16 +140,21 @@ def test_cells_measured_with_other_sizes_are_refused_not_mixed_in(tmp_path):
 def test_the_harness_runs_every_method_within_its_budget(tmp_path):
     budget = 600_000
     payload = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "61", "--budget", str(budget),
-                       "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "80000", "--jobs", "1",
+                       "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "200000", "--jobs", "1",
                        "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     [one] = payload["cells"]
     assert set(one["methods"]) == set(vr.METHODS)
+    # Two 200k trials of the focus's largest batch would not fit the 300k search share: shortened.
+    assert one["trial_timesteps"] < one["focus_trial_timesteps"] == 200_000
+    one_run = 7 * 16_384  # 100k steps in whole batches of the quick baseline's 16,384
     for method, rec in one["methods"].items():
         runs = sum(r["agent_steps"] for r in rec["runs"])
         # A search may overrun its share by part of a trial (whole batches); the runs after it never overrun.
         assert rec["search_agent_steps"] + runs <= max(budget, rec["search_agent_steps"]), method
         assert rec["search_agent_steps"] + runs > 0, method
         assert rec["points"][0] == [0, one["state"]["e2e"]], method  # every method starts from the state's drone
+        if rec["runs"] and method != "drex-opt warm loop":  # nothing worth a (shorter) run is left untrained
+            assert budget - rec["search_agent_steps"] - runs < one_run / 4 + 16_384, method
     assert one["methods"]["continue unchanged"]["search_agent_steps"] == 0
     assert one["methods"]["continue unchanged"]["runs"], "continuing trains at least one run"
     for method in ("protein", "rl-zoo3 tpe", "drex-opt scratch", "focus space, random sampler"):
@@ -140,7 +174,7 @@ def test_the_harness_runs_every_method_within_its_budget(tmp_path):
     cell_file = tmp_path / "out" / "versus_rivals_cells" / "drone_pp-quick_1m-seed61.json"
     assert json.loads(cell_file.read_text())["cell"] == json.loads(json.dumps(one))
     again = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "61", "--budget", str(budget),
-                     "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "80000", "--jobs", "1",
+                     "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "200000", "--jobs", "1",
                      "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work-again")])
     assert not (tmp_path / "work-again").exists() or not any((tmp_path / "work-again").rglob("summary.json"))
     assert json.loads(json.dumps(again["cells"])) == json.loads(json.dumps(payload["cells"]))
