@@ -22,7 +22,8 @@ the tables say what each seed's drone really was.
 steps are sunk: every method starts from the same drone). Runs after a search are 2M-step
 autopilot runs (the quick baseline's run length) that continue a drone with a fixed
 configuration, as ``continue unchanged`` does; what is left after the last whole run, if
-at least a quarter of a run, is trained as one shorter run:
+at least an eighth of a run, is trained as one shorter run
+(``continue unchanged`` too: two whole runs overrun the budget by whole batches):
 
 - ``continue unchanged``: the state's configuration, continuing the state's drone;
 - ``protein``: PufferLib's ``pufferlib.sweep.Protein`` on PufferLib's default ``[sweep]``
@@ -204,10 +205,10 @@ def continue_drone(cfg: dict, model: Path, budget: int, folder: Path, env: str, 
 def last_run_steps(left: int, one_run: int, batch_size: int) -> int:
     """Agent steps of a last, shorter run in what is left of a budget after whole runs; 0 for none.
 
-    Whole batches only, and at least a quarter of a run: a shorter run says little of its drone.
+    Whole batches only, and at least an eighth of a run: a shorter one says little of its drone.
     """
     steps = max(0, left) // batch_size * batch_size
-    return steps if one_run > steps >= one_run / 4 else 0
+    return steps if one_run > steps >= one_run / 8 else 0
 
 
 # ---------------------------------------------------------------- states
