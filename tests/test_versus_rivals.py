@@ -63,6 +63,23 @@ def test_the_claim_compares_the_best_drex_path_with_the_best_rival_and_with_cont
     assert ": level: no method delivered" in line and "wins" not in line
 
 
+def test_across_states_pools_every_state_and_seed_and_counts_where_the_warm_loop_is_below_continuing():
+    def at(value):
+        return [[0, 0.0], [1_000, value]]
+    cells = [cell("drone_pp", "broken", 61, 1_000, {"drex-opt warm loop": at(0.0), "drex-opt scratch": at(0.9),
+                                                     "continue unchanged": at(0.1), "protein": at(0.3)}),
+             cell("drone_pp", "broken", 62, 1_000, {"drex-opt warm loop": at(0.0), "drex-opt scratch": at(0.7),
+                                                     "continue unchanged": at(0.0), "protein": at(0.2)}),
+             cell("drone_pp", "gripping", 61, 1_000, {"drex-opt warm loop": at(1.0), "drex-opt scratch": at(0.1),
+                                                       "continue unchanged": at(0.5), "protein": at(0.6)})]
+    [line] = vr.across_states(vr.summarize(cells, vr.METHODS))
+    # warm loop 0, 0, 1 -> 0%; best rival: protein on broken (0.3, 0.2), protein on gripping (0.6) -> 30%;
+    # better path: scratch on broken (0.9, 0.7), warm loop on gripping (1.0) -> 90%; continuing 0.1, 0, 0.5 -> 10%.
+    assert "(3 cells)" in line and "as shipped) 0.0% against the best rival of each state 30.0% (0.00×)" in line
+    assert "better path of each state 90.0%" in line and "continuing unchanged 10.0%" in line
+    assert line.endswith("below continuing unchanged in 1 of 3 (state, seed) cells")
+
+
 def test_a_drone_measured_only_after_the_budget_does_not_count_at_it():
     cells = [cell("drone_pp", "broken", 61, 1_000, {"protein": [[0, 0.0], [1_001, 1.0]]})]
     assert vr.summarize(cells, vr.METHODS)["drone_pp/broken"]["methods"]["protein"]["at_budget"] == [0.0]
