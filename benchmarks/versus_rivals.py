@@ -52,8 +52,9 @@ and trials of the same length: the agent steps drex-opt's scratch study gives a 
 that state's focus, shortened to whole batches where two such trials would not fit in S
 (a study needs two: with a 4M budget, the carrying and performance foci); a search starts
 trials while one more fits in S (at least two), and what each trained is charged (a
-proposal with more agents or a longer horizon trains larger whole batches). rl-zoo3's ``-n`` and ``puffer sweep``'s ``train.total_timesteps`` are
-the user's choice; here they are drex-opt's. Searches train fresh weights, as users run
+proposal with more agents or a longer horizon trains larger whole batches). rl-zoo3's
+``-n`` and ``puffer sweep``'s ``train.total_timesteps`` are the user's choice; here they
+are drex-opt's. Searches train fresh weights, as users run
 them; the warm loop is the one method whose search continues the state's drone
 (``drex-opt scratch`` against ``drex-opt warm loop`` is the warm-start ablation).
 

@@ -84,3 +84,16 @@ def test_the_last_epochs_losses_reach_the_summary_even_when_the_run_logged_once(
     assert last["losses/value_loss"] == 0.25 and last["SPS"] == 1.0
     with pytest.raises(train.NaNLosses):
         train._train(_LaggingLossesTrainer([None, {"SPS": 1.0}], [{}, {"value_loss": float("nan")}]), 2_000, seed=1)
+
+
+def test_a_nan_loss_in_any_log_fails_the_run_naming_it_while_a_nan_statistic_does_not(monkeypatch):
+    from drex_opt.run import train
+
+    monkeypatch.setattr(train, "emit", lambda *a, **k: None)
+    nan = float("nan")
+    logs = [{"SPS": 1.0, "losses/policy_loss": 0.1}, {"SPS": 1.0, "losses/entropy": nan}, {"SPS": 1.0}]
+    with pytest.raises(train.NaNLosses, match="losses/entropy"):
+        train._train(_ScriptedTrainer(logs), 3_000, seed=1)
+    # An environment statistic with no episode behind it can be NaN; that is no divergence.
+    last, _, _ = train._train(_ScriptedTrainer([{"SPS": 1.0, "environment/score": nan}] * 3), 3_000, seed=1)
+    assert last["SPS"] == 1.0

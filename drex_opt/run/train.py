@@ -336,9 +336,7 @@ def _train(trainer, total: int, seed: int, agents: int = 0) -> tuple[dict, StatW
         if logs is None:
             continue
         last_logs = logs
-        bad = [k for k, v in logs.items() if k.startswith("losses/") and isinstance(v, float) and math.isnan(v)]
-        if bad:
-            raise NaNLosses(f"NaN in {bad[0]} at step {trainer.global_step}")
+        _raise_on_nan_losses(logs, trainer.global_step)
         window.add(logs)
         stats = {k: v for k, v in logs.items() if k.startswith("environment/")}
         if stats:
@@ -355,12 +353,17 @@ def _train(trainer, total: int, seed: int, agents: int = 0) -> tuple[dict, StatW
     # would otherwise report no losses at all.
     final_losses = {f"losses/{k}": float(v) for k, v in (getattr(trainer, "losses", None) or {}).items()
                     if isinstance(v, (int, float))}
-    bad = [k for k, v in final_losses.items() if math.isnan(v)]
-    if bad:
-        raise NaNLosses(f"NaN in {bad[0]} at step {trainer.global_step}")
+    _raise_on_nan_losses(final_losses, trainer.global_step)
     if last_logs and final_losses:
         last_logs = {**last_logs, **final_losses}
     return last_logs, window, final_window(reports, total, agents)
+
+
+def _raise_on_nan_losses(logs: dict, step: int) -> None:
+    """A NaN loss ends the run as a NaN failure, naming the first loss that went NaN."""
+    bad = [k for k, v in logs.items() if k.startswith("losses/") and isinstance(v, float) and math.isnan(v)]
+    if bad:
+        raise NaNLosses(f"NaN in {bad[0]} at step {step}")
 
 
 def final_window(reports: list[tuple[int, dict]], total: int, agents: int) -> StatWindow:
