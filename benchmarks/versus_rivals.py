@@ -276,6 +276,7 @@ def trial_record(number: int, summary: dict, overrides: dict, proposal_notes: li
     ok = summary["status"] == "completed"
     rec = {"number": number, "state": "COMPLETE" if ok else "FAIL", "error": summary.get("error"),
            "agent_steps": int(summary.get("agent_steps") or 0), "wall_time_s": summary.get("wall_time_s"),
+           "uptime_s": (summary.get("metrics") or {}).get("uptime"),
            "overrides": overrides, "notes": proposal_notes, "run_dir": summary["run_dir"]}
     for key in objectives.OBJECTIVES:
         rec[key] = summary.get(key) if ok else None
@@ -362,13 +363,24 @@ def protein_search(base: dict, seed: int, search_budget: int, timesteps: int, en
         ok = rec["state"] == "COMPLETE" and rec["end_to_end_success"] is not None
         with _PROTEIN_LOCK:
             protein.observe(rivals.protein_observation(overrides, base, space),
-                            rec["end_to_end_success"] if ok else 0.0,
-                            max(float(rec.get("wall_time_s") or 0.0), 1e-3), is_failure=not ok)
+                            rec["end_to_end_success"] if ok else 0.0, protein_cost(rec), is_failure=not ok)
         records.append(rec)
     return records, notes
 
 
 _PROTEIN_LOCK = threading.Lock()
+
+
+def protein_cost(rec: dict) -> float:
+    """The cost ``puffer sweep`` observes: PuffeRL's own ``uptime`` of the run, unrounded
+    (the summary's wall time as a fallback). Protein's Pareto filter drops every point of
+    tied least cost (each counts the other as no dearer and no worse), so with all scores
+    equal a tie leaves it no point to search around and ``suggest`` fails; rounded wall
+    times tie within a few trials, PuffeRL's clock does not."""
+    cost = rec.get("uptime_s")
+    if not isinstance(cost, (int, float)) or cost <= 0:
+        cost = rec.get("wall_time_s") or 0.0
+    return max(float(cost), 1e-3)
 
 
 def winner(records: list[dict]) -> dict | None:

@@ -196,3 +196,33 @@ def test_the_harness_runs_every_method_within_its_budget(tmp_path):
                      "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work-again")])
     assert not (tmp_path / "work-again").exists() or not any((tmp_path / "work-again").rglob("summary.json"))
     assert json.loads(json.dumps(again["cells"])) == json.loads(json.dumps(payload["cells"]))
+
+
+def test_protein_is_charged_puffers_unrounded_uptime_so_tied_costs_never_leave_it_without_a_point(monkeypatch):
+    """Protein's Pareto filter drops every point of tied least cost. Seen in a real search:
+    nine trials, all at 0% end to end, two at the same rounded wall time; the tenth suggestion
+    failed. ``puffer sweep`` observes PuffeRL's own uptime, which does not tie."""
+    import contextlib
+    import io
+
+    sweep = pytest.importorskip("pufferlib.sweep")
+    train = sweep.gp.util.train
+    monkeypatch.setattr(sweep.gp.util, "train", lambda *a, **k: train(*a, **{**k, "num_steps": 20}))
+    base = config.load_baseline("quick")
+    walls = [1.918, 1.825, 1.764, 1.564, 2.106, 1.662, 1.778, 1.787, 1.564]  # that search's, rounded to ms
+    records = [{"wall_time_s": w, "uptime_s": w - 0.07 + i * 1e-4} for i, w in enumerate(walls)]
+
+    def search(cost) -> None:
+        protein = rivals.make_protein(base, seed=61)
+        for rec in records:
+            with contextlib.redirect_stdout(io.StringIO()):
+                suggestion, _ = protein.suggest(None)
+            overrides, _ = vr.trial_overrides(rivals.protein_proposal(suggestion), base, 327_680, 61)
+            protein.observe(rivals.protein_observation(overrides, base), 0.0, cost(rec), is_failure=False)
+        with contextlib.redirect_stdout(io.StringIO()):
+            protein.suggest(None)
+
+    with pytest.raises(ValueError):
+        search(lambda rec: rec["wall_time_s"])
+    search(vr.protein_cost)
+    assert vr.protein_cost({"uptime_s": None, "wall_time_s": 2.5}) == 2.5
