@@ -226,3 +226,23 @@ def test_protein_is_charged_puffers_unrounded_uptime_so_tied_costs_never_leave_i
         search(lambda rec: rec["wall_time_s"])
     search(vr.protein_cost)
     assert vr.protein_cost({"uptime_s": None, "wall_time_s": 2.5}) == 2.5
+
+
+def test_rl_zoo3_searches_stop_at_its_ten_start_up_trials_and_drex_opts_sampler_on_its_space_does_not(
+        monkeypatch, tmp_path):
+    """rl-zoo3's median pruner starts pruning after --n-startup-trials (rl-zoo3's default: 10)
+    on evaluations the harness does not model, so rl-zoo3 runs as --n-trials 10; the
+    ablation with drex-opt's sampler has no such pruner and fills its search budget."""
+    steps = 100_000
+
+    def fake_train(cfg, run_dir, env, launch, threads, load_model=None):
+        return {"status": "completed", "agent_steps": steps, "wall_time_s": 1.0, "run_dir": str(run_dir),
+                "grip_success": 0.1, "delivery_success": 0.0, "end_to_end_success": 0.0}
+
+    monkeypatch.setattr(vr, "train", fake_train)
+    base = config.load_baseline("quick")
+    sampler = optuna.samplers.RandomSampler(seed=1)
+    counts = {m: len(vr.ask_tell(m, base, 61, 20 * steps, steps, "drone_pp", tmp_path / m.replace(" ", "_"),
+                                  None, 1, {}, sampler))
+              for m in ("rl-zoo3 tpe", "rl-zoo3 random", "rl-zoo3 space, drex-opt sampler")}
+    assert counts == {"rl-zoo3 tpe": 10, "rl-zoo3 random": 10, "rl-zoo3 space, drex-opt sampler": 20}
