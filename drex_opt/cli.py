@@ -272,6 +272,8 @@ def study(
     )
     plan = planning.plan(settings)
     _warn_topology(plan.baseline, plan.env)
+    if plan.warm_start_declined:
+        typer.echo(f"note: {plan.warm_start_declined}", err=True)
     monitor = StudyMonitor(plan)
     if as_json:
         result = study_mod.run(plan, monitor)

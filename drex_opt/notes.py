@@ -136,6 +136,8 @@ def study_entry(info: dict) -> str:
                  + (f" ({seen:,} agent steps trained)" if isinstance(seen, int) else ""))
     lines.append(_wrap(f"What was tried: {info['trials']} trials of {info['timesteps']:,} steps on the "
                        f"{info['baseline']} baseline, {start} ({states}).", ""))
+    if info.get("warm_start_declined"):
+        lines.append(_wrap(f"Why fresh weights: {info['warm_start_declined']}.", ""))
     if info.get("objectives_note"):
         lines.append(_wrap(f"Objectives: {info['objectives_note']}.", ""))
     lines.append(_wrap(f"What won: {info['explanation']}", ""))
@@ -146,7 +148,8 @@ def study_entry(info: dict) -> str:
         seen = info.get("drone_agent_steps")
         lines.append(_wrap(f"The drone: the next run continues the winner's checkpoint {info['resume_from']}"
                            + (f" ({seen:,} agent steps trained in all)" if isinstance(seen, int) else "")
-                           + " (autopilot.resume_mode continue), not the drone the study started from.", ""))
+                           + " (autopilot.resume_mode continue), not "
+                           + ("the drone the study started from." if info.get("warm_start") else "the run's drone."), ""))
     if info.get("importances"):
         top = ", ".join(f"{name} {value:.2f}" for name, value in info["importances"])
         lines.append(_wrap(f"Parameters that mattered most (importance for {info['importance_target']}): {top}", ""))

@@ -4,6 +4,7 @@ winner's checkpoint is the next run's start, and the loop keeps to its budget.""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -211,6 +212,68 @@ def test_warm_study_continues_the_run_and_trial_0_is_continue_unchanged(trained_
                      cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["versus_baseline"]["baseline_trial"] == 0
+
+
+def blown_up(run: Path, nats_per_action: float = 3.0) -> Path:
+    """``run`` with its policy's action spread widened e^``nats_per_action`` times in every
+    action dimension: what a far too large learning rate leaves (the built-in drone's policy
+    is PufferLib's Default, a Gaussian whose log standard deviation is ``decoder_logstd``)."""
+    state = torch.load(run / "model.pt", weights_only=True)
+    state["decoder_logstd"] = state["decoder_logstd"] + nats_per_action
+    torch.save(state, run / "model.pt")
+    return run
+
+
+# Entropy of one Gaussian action dimension with standard deviation 1 (fresh weights' log std
+# is 0): ½·ln(2πe). The built-in drone acts in 3 dimensions.
+UNIT_GAUSSIAN_NATS = 0.5 * math.log(2 * math.pi * math.e)
+
+
+@pytest.mark.slow
+def test_the_check_measures_the_policys_entropy_against_fresh_weights(trained_run, tmp_path):
+    cfg = json.loads((trained_run / "config.json").read_text())
+    healthy = runner.check_checkpoint(cfg, "drone_pp", trained_run / "model.pt")
+    assert healthy.problem is None and healthy.unlearned is None
+    assert healthy.fresh_entropy == pytest.approx(3 * UNIT_GAUSSIAN_NATS, abs=1e-3)
+    assert healthy.entropy < healthy.fresh_entropy + 0.5  # a drone that learned to grip
+    wide = blown_up(copy_run(trained_run, tmp_path / "run"))
+    wrecked = runner.check_checkpoint(cfg, "drone_pp", wide / "model.pt")
+    assert wrecked.entropy == pytest.approx(healthy.entropy + 3 * 3.0, abs=1e-3)
+    assert wrecked.unlearned and "more randomly than fresh weights" in wrecked.unlearned
+
+
+@pytest.mark.slow
+def test_a_drone_more_random_than_fresh_weights_is_not_continued_and_the_winner_is_handed_on(trained_run, tmp_path):
+    """Continuing a blown-up policy teaches it nothing for millions of steps: the study of
+    its run trains fresh weights, says why, and the next run continues the study's winner,
+    never the wrecked drone. A checkpoint the user names with --warm-start is still taken."""
+    run = blown_up(copy_run(trained_run, tmp_path / "run"))
+    url = f"sqlite:///{tmp_path}/s.db"
+    proc = run_cli("study", "--from-run", str(run), "--trials", "2", "--timesteps", str(TRIAL_STEPS), "--storage", url,
+                   "--study-name", "wrecked", "--seed", "3", "--no-early-stopping", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["warm_start"] is None
+    assert "is not continued" in result["warm_start_declined"] and str(run / "model.pt") in result["warm_start_declined"]
+    assert "more randomly than fresh weights" in proc.stderr
+    study = optuna.load_study(study_name="wrecked", storage=url)
+    assert study.user_attrs["warm_start_declined"] == result["warm_start_declined"]
+    for t in study.get_trials():
+        assert t.state == TrialState.COMPLETE, t.user_attrs
+        assert events(Path(t.user_attrs["run_dir"]), "start")[0]["load_model"] is None
+
+    out = tmp_path / "autopilot" / "proposals" / "next_config.json"
+    exported = run_cli("export", "--study-name", "wrecked", "--storage", url, "--out", str(out), "--json", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    winner = study.trials[json.loads(exported.stdout)["trial"]]
+    assert json.loads(out.read_text())["autopilot"] == {
+        "resume_mode": "continue", "resume_from": str(Path(winner.user_attrs["checkpoint"]).resolve())}
+    note = " ".join((out.parent / "next_config.notes.md").read_text().split())
+    assert "Why fresh weights" in note and "not the run's drone" in note
+
+    named = planning.plan(planning.StudySettings(from_run=run, warm_start=run / "model.pt", storage=url,
+                                                 study_name="named"))
+    assert named.warm_start == (run / "model.pt").resolve() and named.warm_start_declined is None
 
 
 @pytest.mark.slow

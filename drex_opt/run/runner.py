@@ -8,6 +8,7 @@ run folder ends with a complete ``summary.json`` written atomically.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import signal
@@ -24,7 +25,7 @@ from drex_opt.envs import BUILTIN_ENV, BUILTIN_ENVS, puffer
 from drex_opt.errors import UserError
 from drex_opt.jsonio import write_json_atomic
 from drex_opt.rules import config as run_config
-from drex_opt.rules import machine
+from drex_opt.rules import machine, unlearned
 from drex_opt.run import checkpoint as checkpoints
 from drex_opt.run import env_metrics, metrics
 from drex_opt.run.events import parse_event
@@ -363,8 +364,25 @@ def check_env_name(env_name: str) -> None:
     env_metrics.declared(env_name)  # a metric map naming what no summary has is refused here
 
 
-def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeout: float = 120.0) -> str | None:
-    """Why ``load_model`` cannot start a run of ``config`` on ``env_name`` (None: it fits).
+@dataclass(frozen=True)
+class CheckpointCheck:
+    """Whether a checkpoint can start a run, and how random its policy is."""
+
+    problem: str | None  # why it cannot start a run of the config (None: it fits)
+    entropy: float | None = None  # mean entropy of its actions on the env's first observations
+    fresh_entropy: float | None = None  # the same for the policy's fresh weights
+
+    @property
+    def unlearned(self) -> str | None:
+        """Why continuing this policy is worse than fresh weights (None: nothing says so)."""
+        if unlearned.unlearned(self.entropy, self.fresh_entropy):
+            return unlearned.describe(self.entropy, self.fresh_entropy)  # type: ignore[arg-type]
+        return None
+
+
+def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeout: float = 120.0) -> CheckpointCheck:
+    """Whether ``load_model`` can start a run of ``config`` on ``env_name``, and its policy's
+    entropy next to fresh weights'.
 
     Builds the run's env and policy in a child process (as a run would) and loads the
     weights, so a study refuses a checkpoint before any trial trains.
@@ -380,12 +398,18 @@ def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeou
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return f"checking checkpoint {load_model} took longer than {timeout:g} s"
+            return CheckpointCheck(f"checking checkpoint {load_model} took longer than {timeout:g} s")
     events = [e for e in map(parse_event, (out or "").splitlines()) if e]
-    if proc.returncode == 0 and any(e.get("event") == "checked" for e in events):
-        return None
+    checked = [e for e in events if e.get("event") == "checked"]
+    if proc.returncode == 0 and checked:
+        return CheckpointCheck(None, _finite(checked[-1].get("entropy")), _finite(checked[-1].get("fresh_entropy")))
     errors = [e["error"] for e in events if e.get("event") == "error" and e.get("error")]
-    return errors[-1] if errors else f"checking checkpoint {load_model} failed (exit code {proc.returncode})"
+    return CheckpointCheck(errors[-1] if errors else f"checking checkpoint {load_model} failed "
+                           f"(exit code {proc.returncode})")
+
+
+def _finite(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 @dataclass

@@ -296,16 +296,52 @@ def _load_optimizer(trainer, cfg: dict, load_model: str | Path) -> str:
 
 
 def check_load(config: dict, env_name: str, load_model: str) -> int:
-    """Build this run's env and policy and load ``load_model`` into it; train nothing."""
+    """Build this run's env and policy and load ``load_model`` into it; train nothing.
+
+    Also measures how random the checkpoint's policy is next to the same policy's fresh
+    weights (the mean entropy of their actions on the env's first observations): a policy
+    more random than fresh weights has unlearned what a start would teach it.
+    """
     import torch  # noqa: F401 - imported before the env, as a run does
 
-    vecenv, policy, _ = build(config, env_name, int(config["train"]["seed"]))
+    seed = int(config["train"]["seed"])
+    vecenv, policy, _ = build(config, env_name, seed)
     try:
+        observations = _first_observations(vecenv, seed)
+        fresh = _policy_entropy(policy, observations)
         load_policy(policy, load_model, "cpu", env_name)
+        entropy = _policy_entropy(policy, observations)
     finally:
         vecenv.close()
-    emit("checked", load_model=load_model)
+    emit("checked", load_model=load_model, entropy=entropy, fresh_entropy=fresh)
     return 0
+
+
+def _first_observations(vecenv, seed: int):
+    """The observations of every agent after the env's reset (None if it would not reset)."""
+    try:
+        observations, _ = vecenv.reset(seed=seed)
+    except Exception:  # noqa: BLE001 - no observations only means no entropy to compare
+        return None
+    return observations
+
+
+def _policy_entropy(policy, observations) -> float | None:
+    """Mean entropy of ``policy``'s action distribution on ``observations`` (PufferLib's own
+    sampler computes it, for any action space); None when it cannot be measured or is not finite."""
+    if observations is None:
+        return None
+    import pufferlib.pytorch
+    import torch
+
+    try:
+        with torch.no_grad():
+            logits, _ = policy.forward_eval(torch.as_tensor(observations))
+            _, _, entropy = pufferlib.pytorch.sample_logits(logits)
+        value = float(entropy.float().mean())
+    except Exception:  # noqa: BLE001 - a policy that cannot be probed is not judged
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _train(trainer, total: int, seed: int, agents: int = 0) -> tuple[dict, StatWindow, StatWindow]:

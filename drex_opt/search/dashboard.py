@@ -88,6 +88,8 @@ def study_note(plan) -> str:
     if plan.warm_start is not None:
         seen = f" ({plan.warm_start_steps:,} agent steps trained)" if plan.warm_start_steps is not None else ""
         lines.append(f"- every trial continues the drone in `{plan.warm_start}`{seen}; trial 0 continues it unchanged")
+    if plan.warm_start_declined:
+        lines.append(f"- {plan.warm_start_declined}")
     reading = plan.reading
     if reading is not None:
         used = "stored in the run's summary" if reading.source == STORED else "drex-opt's rules"

@@ -116,18 +116,22 @@ def _top_importances(study) -> list[tuple[str, float]]:
 def resume_fields(study, chosen) -> dict:
     """``autopilot.resume_*`` keys that make the next run continue the winner's drone.
 
-    Only for a warm study: its trials continued the run's drone, so the winner's checkpoint
-    is the best drone there is. A scratch study's checkpoints have seen fewer steps than
-    the run they were meant to improve: the next run then starts as its baseline says.
+    For a warm study: its trials continued the run's drone, so the winner's checkpoint is
+    the best drone there is. So it is for a study that passed over its run's drone because
+    that drone had unlearned (``warm_start_declined``): continuing it is worse than any
+    fresh start. Any other scratch study's checkpoints have seen fewer steps than the run
+    they were meant to improve: the next run then starts as its baseline says.
 
     Raises:
         UserError: the winner's checkpoint is gone (its trial folder was removed).
     """
-    if not study.user_attrs.get("warm_start"):
+    attrs = study.user_attrs
+    if not attrs.get("warm_start") and not attrs.get("warm_start_declined"):
         return {}
+    kind = "a warm study" if attrs.get("warm_start") else "a study that passed over its run's drone"
     path = chosen.user_attrs.get("checkpoint")
     if not path or not Path(path).is_file():
-        raise UserError(f"trial {chosen.number} is the winner of a warm study but its checkpoint "
+        raise UserError(f"trial {chosen.number} is the winner of {kind} but its checkpoint "
                         f"{path or '(none recorded)'} does not exist")
     return {"autopilot": {"resume_mode": "continue", "resume_from": str(Path(path).resolve())}}
 
@@ -180,6 +184,7 @@ def export(study_name: str | None, storage_url: str, pick: str = "e2e", out: Pat
         "explanation": explanation,
         "versus_baseline": describe_versus(versus, warm),
         "warm_start": attrs.get("warm_start"), "warm_start_agent_steps": attrs.get("warm_start_agent_steps"),
+        "warm_start_declined": attrs.get("warm_start_declined"),
         "resume_from": (resume.get("autopilot") or {}).get("resume_from"),
         "drone_agent_steps": chosen.user_attrs.get("drone_agent_steps"),
         "importances": _top_importances(study), "changes": _changes(chosen, study_baseline),

@@ -88,6 +88,7 @@ class StudyPlan:
     forked: bool = True  # trials fork from a warm server (drex_opt.run.forkserver), else fresh interpreters
     warm_start: Path | None = None  # the checkpoint every trial continues; None: fresh weights
     warm_start_steps: int | None = None  # agent steps that drone has seen (None: it does not say)
+    warm_start_declined: str | None = None  # why the --from-run run's drone is not continued
     storage: optuna.storages.BaseStorage | None = None  # opened while planning, to fail early
     reading: behavior.EffectiveAnalysis | None = None  # from_run: the analysis used and the other one
     objectives: tuple[str, ...] = OBJECTIVES  # what the env measures, in the order of a trial's values
@@ -154,7 +155,7 @@ def plan(settings: StudySettings) -> StudyPlan:
     baseline = config.load_baseline(baseline_name)
     machine.check_here(baseline)  # every trial trains here, on the baseline's device and topology
     label, budget_name = baseline_label(baseline_name, baseline)
-    warm_start = _warm_start(settings, baseline)
+    warm_start, declined = _warm_start(settings, baseline)
     url = storage_mod.storage_url(settings.storage)
     storage = storage_mod.open_storage(url)
     study_name = settings.study_name or default_study_name(focus, label, settings.env, warm_start is not None)
@@ -187,6 +188,7 @@ def plan(settings: StudySettings) -> StudyPlan:
         # Early stopping compares grip curves: an env that logs no grip trains every trial out.
         early_stopping=settings.early_stopping and "grip_success" in objectives, studies_dir=Path(settings.studies_dir), forked=settings.forked, sampler=settings.sampler,
         warm_start=warm_start, warm_start_steps=checkpoint.steps_seen(warm_start) if warm_start else None,
+        warm_start_declined=declined,
         # Stored on the study and shown on the dashboard: never with a password in it.
         command=storage_mod.redact_command(settings.command),
         storage=storage, reading=reading, objectives=objectives, objectives_note=objectives_note,
@@ -241,9 +243,14 @@ def _run_config(from_run: Path | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def _warm_start(settings: StudySettings, baseline: dict) -> Path | None:
+def _warm_start(settings: StudySettings, baseline: dict) -> tuple[Path | None, str | None]:
     """The checkpoint the trials continue: ``--warm-start``, else the ``--from-run`` run's
-    (unless ``--from-scratch``), else none. It must load into the baseline's policy.
+    (unless ``--from-scratch``), else none; and why the run's was not taken, if it was not.
+
+    The checkpoint must load into the baseline's policy. The run's own checkpoint is passed
+    over when its policy has unlearned (:mod:`drex_opt.rules.unlearned`): the study trains
+    from fresh weights, as ``--from-scratch`` would. A ``--warm-start`` named by the user is
+    always taken.
 
     Raises:
         UserError: conflicting options, a missing checkpoint (the message names the file)
@@ -259,11 +266,13 @@ def _warm_start(settings: StudySettings, baseline: dict) -> Path | None:
     elif settings.from_run is not None and not settings.from_scratch:
         path = checkpoint.of_run(settings.from_run)
     else:
-        return None
-    problem = runner.check_checkpoint(baseline, settings.env, path)
-    if problem:
-        raise UserError(f"cannot warm-start from {path}: {problem}")
-    return path
+        return None, None
+    checked = runner.check_checkpoint(baseline, settings.env, path)
+    if checked.problem:
+        raise UserError(f"cannot warm-start from {path}: {checked.problem}")
+    if settings.warm_start is None and checked.unlearned:
+        return None, f"the run's drone ({path}) is not continued: {checked.unlearned}; trials train fresh weights"
+    return path, None
 
 
 def _logging_evidence(settings: StudySettings) -> dict | None:

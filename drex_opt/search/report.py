@@ -55,6 +55,7 @@ class Report:
     importance_note: str | None
     pareto: list[int] = field(default_factory=list)
     warm_start: str | None = None  # the checkpoint the trials continued; None: fresh weights
+    warm_start_declined: str | None = None  # why the --from-run run's drone was not continued
     versus_baseline: dict | None = None  # the best trial against the baseline trial (the control)
     objectives: list = field(default_factory=list)  # what the study optimises, in its values' order
     objectives_note: str | None = None  # why that is not grip, delivery and end-to-end
@@ -115,7 +116,8 @@ def build(storage: str | None = None, study_name: str | None = None, out: str | 
         focus=attrs.get("focus"), theory=attrs.get("theory"), timesteps=attrs.get("timesteps"),
         trials_planned=attrs.get("trials_planned"), states=states, completed=len(completed),
         top=top_trials(study, completed, top_n), importances=imps, importance_note=note, pareto=pareto,
-        trials=completed, warm_start=attrs.get("warm_start"), objectives=list(study_objectives(study)),
+        trials=completed, warm_start=attrs.get("warm_start"),
+        warm_start_declined=attrs.get("warm_start_declined"), objectives=list(study_objectives(study)),
         objectives_note=attrs.get("objectives_note"),
         versus_baseline=None if best is None else versus_baseline(study, best),
     )

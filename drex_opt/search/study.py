@@ -86,6 +86,8 @@ def _create_or_load(plan: StudyPlan):
             # Trials continue this drone (None: fresh weights); trial 0 continues it unchanged.
             "warm_start": warm_start,
             "warm_start_agent_steps": plan.warm_start_steps,
+            # Why the run's drone was not continued (its trials start fresh instead).
+            "warm_start_declined": plan.warm_start_declined,
             **analysis_attrs(plan),
         }.items():
             study.set_user_attr(key, value)
@@ -152,6 +154,7 @@ class StudyResult:
     stale_failed: list
     analysis_source: str | None = None  # --from-run: stored or rules; None with --focus
     warm_start: str | None = None  # the checkpoint the trials continued; None: fresh weights
+    warm_start_declined: str | None = None  # why the --from-run run's drone was not continued
     versus_baseline: dict | None = None  # the best trial against the baseline trial (the control)
     objectives: list = field(default_factory=list)  # what the study optimises (its env's measures)
     objectives_note: str | None = None  # why that is not grip, delivery and end-to-end
@@ -342,6 +345,7 @@ def summarize(study, plan: StudyPlan, trials_run: int, repeats: dict, interrupte
         repeats={str(k): v for k, v in repeats.items()}, interrupted=interrupted, stale_failed=stale,
         analysis_source=None if plan.reading is None else plan.reading.source,
         warm_start=None if plan.warm_start is None else str(plan.warm_start),
+        warm_start_declined=plan.warm_start_declined,
         versus_baseline=None if best is None else versus_baseline(study, best),
         objectives=list(names), objectives_note=study.user_attrs.get("objectives_note"),
     )

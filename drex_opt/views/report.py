@@ -189,6 +189,8 @@ def markdown(report: Report, images: dict) -> str:
               f"- Pareto front: trials {', '.join(map(str, report.pareto)) or '-'}"]
     if report.warm_start:
         lines.append(f"- every trial continued the drone in `{report.warm_start}`; the baseline trial continued it unchanged")
+    if report.warm_start_declined:
+        lines.append(f"- {report.warm_start_declined}")
     versus = describe_versus(report.versus_baseline, bool(report.warm_start))
     if versus:
         lines.append(f"- against the control: {versus}")

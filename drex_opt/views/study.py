@@ -97,6 +97,8 @@ def print_result(result: StudyResult) -> None:
         out.print(f"objectives: {r.objectives_note}")
     if r.warm_start:
         out.print(f"every trial continued the drone in {r.warm_start}; trial 0 continued it unchanged")
+    if r.warm_start_declined:
+        out.print(r.warm_start_declined)
     sentence = describe_versus(r.versus_baseline, bool(r.warm_start))
     if sentence:
         out.print(sentence)
