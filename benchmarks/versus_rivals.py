@@ -92,6 +92,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import traceback
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -470,7 +471,10 @@ def one_cell(env: str, seed: int, state: dict, sizes: Sizes, work: Path, methods
     for method in methods:
         began = time.time()
         folder = work / method.replace(" ", "-").replace(",", "")
-        folder.mkdir(parents=True, exist_ok=True)
+        # A cell is kept only once every method is done: what an interrupted invocation left
+        # here counts for nothing, and its autopilot folders would refuse a new start.
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         if method == "continue unchanged":
             runs = continue_drone(base, state_dir / "model.pt", budget, folder, env, log)
             rec = {"runs": runs, "search_agent_steps": 0, "points": timeline(start, 0, runs)}
@@ -785,7 +789,15 @@ def main(argv: list[str] | None = None) -> dict:
     began = time.time()
 
     def one(env_seed: tuple[str, int]) -> None:
-        env, seed = env_seed
+        try:
+            measure(*env_seed)
+        except BaseException:
+            # Said at once: the pool raises it only after every other pair has finished.
+            print(f"  {env_seed[0]} seed {env_seed[1]}: stopped, its unmeasured cells left out:\n"
+                  f"{traceback.format_exc()}", flush=True)
+            raise
+
+    def measure(env: str, seed: int) -> None:
         todo = tuple(st for st in args.states if cell_path(cells_dir, env, st, seed) not in done)
         if not todo:
             return
