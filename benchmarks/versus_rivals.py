@@ -145,8 +145,11 @@ USED_SEEDS = {
     "other benchmarks": (101,),
     # Prompted by the warm loop's 0% from the broken state on the evaluation seeds; evaluated on 91-95.
     "the margin of the rule that passes over an unlearned drone (drex_opt.rules.unlearned)": (5, 81),
+    # Their drone_pp cells showed the carrying space losing to rl-zoo3's: it now moves the
+    # learning rate and update epochs too, evaluated on 111-115.
+    "the first evaluation here, which shaped the carrying and coordination spaces": (61, 62, 63, 64, 65),
 }
-DEFAULT_SEEDS = (61, 62, 63, 64, 65)
+DEFAULT_SEEDS = (111, 112, 113, 114, 115)
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ class Sizes:
 
 
 # Minutes, not hours: one seed, one state, every method, short runs and trials.
-QUICK = {"seeds": (61,), "states": ("quick_1m",), "envs": ("drone_pp",)}
+QUICK = {"seeds": (7,), "states": ("quick_1m",), "envs": ("drone_pp",)}
 QUICK_SIZES = Sizes(budget=1_200_000, run=400_000, trial=150_000)
 
 

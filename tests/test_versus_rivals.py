@@ -144,12 +144,12 @@ def test_seeds_used_elsewhere_are_refused():
 
 def test_cells_measured_with_other_sizes_are_refused_not_mixed_in(tmp_path):
     cells = tmp_path / "out" / "versus_rivals_cells"
-    vr.save_cell(cells / "drone_pp-quick_1m-seed61.json", {"env": "drone_pp", "seed": 61},
+    vr.save_cell(cells / "drone_pp-quick_1m-seed7.json", {"env": "drone_pp", "seed": 7},
                  {"sizes": asdict(vr.Sizes(budget=2_000_000)), "methods": list(vr.METHODS)})
     assert list(vr.load_cells(cells, vr.Sizes(budget=2_000_000), vr.METHODS)) == [
-        cells / "drone_pp-quick_1m-seed61.json"]
-    with pytest.raises(SystemExit, match="drone_pp-quick_1m-seed61.json was measured with sizes"):
-        vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "61", "--budget", "3000000",
+        cells / "drone_pp-quick_1m-seed7.json"]
+    with pytest.raises(SystemExit, match="drone_pp-quick_1m-seed7.json was measured with sizes"):
+        vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "7", "--budget", "3000000",
                  "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists(), "refused before anything trained"
 
@@ -157,7 +157,7 @@ def test_cells_measured_with_other_sizes_are_refused_not_mixed_in(tmp_path):
 @pytest.mark.slow
 def test_the_harness_runs_every_method_within_its_budget(tmp_path):
     budget = 600_000
-    payload = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "61", "--budget", str(budget),
+    payload = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "7", "--budget", str(budget),
                        "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "200000", "--jobs", "1",
                        "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")])
     [one] = payload["cells"]
@@ -184,14 +184,14 @@ def test_the_harness_runs_every_method_within_its_budget(tmp_path):
     assert all(r.get("shared_with") == "rl-zoo3 tpe" for r in one["methods"]["rl-zoo3 random"]["search"])
     assert one["methods"]["rl-zoo3 random"]["runs_shared_with"] == "rl-zoo3 tpe"  # the same winner, continued once
     stored = json.loads((tmp_path / "out" / "versus_rivals.json").read_text())
-    assert stored["settings"]["seeds"] == [61]
+    assert stored["settings"]["seeds"] == [7]
     text = (tmp_path / "out" / "versus_rivals.md").read_text()
     assert "## The claim" in text and "## drone_pp/quick_1m" in text
     assert (tmp_path / "out" / "versus_rivals_drone_pp_quick_1m.png").is_file()
     # The cell was kept as it finished; the same invocation again trains nothing and reports it.
-    cell_file = tmp_path / "out" / "versus_rivals_cells" / "drone_pp-quick_1m-seed61.json"
+    cell_file = tmp_path / "out" / "versus_rivals_cells" / "drone_pp-quick_1m-seed7.json"
     assert json.loads(cell_file.read_text())["cell"] == json.loads(json.dumps(one))
-    again = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "61", "--budget", str(budget),
+    again = vr.main(["--envs", "drone_pp", "--states", "quick_1m", "--seeds", "7", "--budget", str(budget),
                      "--start-steps", "100000", "--run-steps", "100000", "--trial-steps", "200000", "--jobs", "1",
                      "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work-again")])
     assert not (tmp_path / "work-again").exists() or not any((tmp_path / "work-again").rglob("summary.json"))
