@@ -16,15 +16,11 @@ from __future__ import annotations
 MARGIN_NATS = 1.0
 
 
-def unlearned(entropy: float | None, fresh_entropy: float | None) -> bool:
-    """The policy acts more randomly than fresh weights by more than :data:`MARGIN_NATS`
-    (False when either entropy is unknown: nothing measured, nothing judged)."""
-    if entropy is None or fresh_entropy is None:
-        return False
-    return entropy > fresh_entropy + MARGIN_NATS
-
-
-def describe(entropy: float, fresh_entropy: float) -> str:
-    """One sentence for notes and warnings."""
+def reason(entropy: float | None, fresh_entropy: float | None) -> str | None:
+    """Why the policy is not worth continuing: it acts more randomly than fresh weights by
+    more than :data:`MARGIN_NATS` (None when it does not, or when either entropy is unknown:
+    nothing measured, nothing judged). One sentence, for notes and warnings."""
+    if entropy is None or fresh_entropy is None or entropy <= fresh_entropy + MARGIN_NATS:
+        return None
     return (f"its policy acts more randomly than fresh weights (mean action entropy {entropy:.2f} against "
             f"{fresh_entropy:.2f})")

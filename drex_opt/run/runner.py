@@ -8,7 +8,6 @@ run folder ends with a complete ``summary.json`` written atomically.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import signal
@@ -375,9 +374,7 @@ class CheckpointCheck:
     @property
     def unlearned(self) -> str | None:
         """Why continuing this policy is worse than fresh weights (None: nothing says so)."""
-        if unlearned.unlearned(self.entropy, self.fresh_entropy):
-            return unlearned.describe(self.entropy, self.fresh_entropy)  # type: ignore[arg-type]
-        return None
+        return unlearned.reason(self.entropy, self.fresh_entropy)
 
 
 def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeout: float = 120.0) -> CheckpointCheck:
@@ -402,14 +399,11 @@ def check_checkpoint(config: dict, env_name: str, load_model: str | Path, timeou
     events = [e for e in map(parse_event, (out or "").splitlines()) if e]
     checked = [e for e in events if e.get("event") == "checked"]
     if proc.returncode == 0 and checked:
-        return CheckpointCheck(None, _finite(checked[-1].get("entropy")), _finite(checked[-1].get("fresh_entropy")))
+        # The child sends a finite entropy or null (train._policy_entropy).
+        return CheckpointCheck(None, checked[-1].get("entropy"), checked[-1].get("fresh_entropy"))
     errors = [e["error"] for e in events if e.get("event") == "error" and e.get("error")]
     return CheckpointCheck(errors[-1] if errors else f"checking checkpoint {load_model} failed "
                            f"(exit code {proc.returncode})")
-
-
-def _finite(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 @dataclass
