@@ -2,7 +2,7 @@
 
 Run from the repository root:
     .venv/bin/python -m benchmarks.versus_rivals [--quick] [--envs drone_pp drone_pp_hard]
-        [--states broken quick_1m gripping delivering] [--seeds 61 62 63 64 65] [--budget STEPS] [--jobs 2]
+        [--states broken quick_1m gripping delivering] [--seeds 111 112 113 114 115] [--budget STEPS] [--jobs 2]
 
 **States.** Per env and seed, the drones a user might ask about (:func:`build_states`):
 
@@ -705,15 +705,24 @@ def markdown(info: dict, settings: dict, cells: list[dict], summary: dict) -> st
         st = cell["state"]
         if not st.get("reached", True):
             rows.append([cell["env"], st["name"], cell["seed"], f"not reached in {steps_text(st['chain_agent_steps'])} "
-                         f"(last focus {st.get('last_focus')})", "", "", "", ""])
+                         f"(last focus {st.get('last_focus')})", "", "", "", "", "", ""])
             continue
         for m, rec in cell["methods"].items():
             rows.append([cell["env"], st["name"], cell["seed"], f"{st['focus']} ({pct(st['e2e'])})", m,
-                         steps_text(rec.get("search_agent_steps")), len(rec.get("runs") or []),
-                         pct(at(rec["points"], cell["budget"]))])
-    lines.append(md_table(["env", "state", "seed", "state's focus (e2e)", "method", "search steps", "runs",
-                           "e2e at budget"], rows, right=[False, False, True, False, False, True, True, True]))
+                         steps_text(rec.get("search_agent_steps")), *best_trial(rec.get("search")),
+                         len(rec.get("runs") or []), pct(at(rec["points"], cell["budget"]))])
+    lines.append(md_table(["env", "state", "seed", "state's focus (e2e)", "method", "search steps", "trials",
+                           "best trial's e2e", "runs", "e2e at budget"], rows,
+                          right=[False, False, True, False, False, True, True, True, True, True]))
     return "\n".join(lines) + "\n"
+
+
+def best_trial(search: list[dict] | None) -> tuple:
+    """A search's trials and the best end-to-end success one reached (its own noisy value, not the measure)."""
+    if not search:
+        return "", ""
+    values = [r["end_to_end_success"] for r in search if isinstance(r.get("end_to_end_success"), (int, float))]
+    return len(search), pct(max(values)) if values else "-"
 
 
 def plot(cells: list[dict], summary: dict, settings: dict, out: Path = RESULTS) -> list[Path]:

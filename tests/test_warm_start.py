@@ -19,7 +19,7 @@ from drex_opt.run import checkpoint, runner
 from drex_opt.run.runner import CheckpointCheck
 from drex_opt.search import planning, study as study_mod
 
-from cli_helpers import ROOT, one_line_error, run_cli
+from cli_helpers import one_line_error, run_cli
 
 # Long enough for the drone to learn something (grips) on the quick baseline.
 RUN_STEPS = 700_000
