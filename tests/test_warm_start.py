@@ -16,7 +16,6 @@ from optuna.trial import TrialState
 from drex_opt.errors import UserError
 from drex_opt.rules import config, safety
 from drex_opt.run import checkpoint, runner
-from drex_opt.run.runner import CheckpointCheck
 from drex_opt.search import planning, study as study_mod
 
 from cli_helpers import one_line_error, run_cli
@@ -234,11 +233,12 @@ def test_the_rule_separates_a_blown_up_policy_from_a_healthy_one():
     # Entropies measured on the built-in drone (see drex_opt.rules.unlearned): fresh weights 4.26,
     # healthy runs 2.8-4.26, runs blown up by learning rate 0.5 at 10-13.
     for healthy in (2.8, 4.1, 4.26):
-        assert CheckpointCheck(None, healthy, 4.26).unlearned is None
-    wrecked = CheckpointCheck(None, 10.2, 4.26).unlearned
+        assert runner.CheckpointCheck(None, healthy, 4.26).unlearned is None
+    wrecked = runner.CheckpointCheck(None, 10.2, 4.26).unlearned
     assert wrecked and "10.20" in wrecked and "4.26" in wrecked
     # Nothing measured, nothing judged.
-    assert CheckpointCheck(None, None, 4.26).unlearned is None and CheckpointCheck(None, 13.0, None).unlearned is None
+    assert runner.CheckpointCheck(None, None, 4.26).unlearned is None
+    assert runner.CheckpointCheck(None, 13.0, None).unlearned is None
 
 
 @pytest.mark.slow
