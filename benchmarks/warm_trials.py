@@ -26,6 +26,17 @@ sampler seed for the six studies of a round. Each study waits for a quiet machin
 - **study start-up**: the command's wall time before its first trial started (imports,
   storage, the warm server's own imports, which overlap with opening the study).
 
+Two ceilings say how far any work outside training could still move the ratios:
+
+- **trials per hour with nothing outside training**: the warm ``--jobs 1`` study's trials
+  by PuffeRL's clock alone (its time inside training), against the before study's wall time;
+- **``--jobs 2`` over ``--jobs 1`` with nothing outside training**: the warm ``--jobs 1``
+  study's trial configs replayed with ``python -m drex_opt.run.train``, each once alone with
+  the threads a ``--jobs 1`` trial gets and once as two copies at once with the threads a
+  ``--jobs 2`` trial gets; the ceiling is 2 x (its time alone) / (its time in a pair),
+  summed over the configs by PuffeRL's clock (a perfectly packed ``--jobs 2`` study with no
+  time outside training).
+
 Wall-time numbers move with the machine's other load (load averages recorded); the
 studies of a round run back to back so they see the same machine, and the ratios are taken
 round by round.
@@ -49,6 +60,9 @@ import optuna
 
 from benchmarks.common import ROOT, load, md_table, result_name, spread_text, wait_for_quiet, write_results
 from benchmarks.machine import describe, header_markdown
+from drex_opt.rules.machine import usable_cpus
+from drex_opt.run.events import parse_event
+from drex_opt.run.runner import thread_env
 
 FOCUS = "diagnostic_grip"
 BEFORE_REV = "557699e"  # cold trial children and the training path before the speed work
@@ -102,7 +116,8 @@ def study_run(start: str, jobs: int, trials: int, timesteps: int, seed: int, wor
         uptime = _uptime(t.user_attrs.get("run_dir"))
         trial_wall = (t.datetime_complete - t.datetime_start).total_seconds()
         rows.append({"number": t.number, "state": t.state.name, "wall_s": trial_wall, "uptime_s": uptime,
-                     "start_s": t.datetime_start.timestamp() - started, "sps": t.user_attrs.get("sps")})
+                     "start_s": t.datetime_start.timestamp() - started, "sps": t.user_attrs.get("sps"),
+                     "run_dir": t.user_attrs.get("run_dir")})
     inside = sum(r["uptime_s"] or 0 for r in rows)  # over all slots: up to jobs x wall
     steady = [r["wall_s"] - r["uptime_s"] for r in rows[1:] if r["uptime_s"] is not None]
     return {"start": start, "jobs": jobs, "seed": seed, "trials": len(rows), "wall_s": wall,
@@ -113,7 +128,47 @@ def study_run(start: str, jobs: int, trials: int, timesteps: int, seed: int, wor
             "load_before": before, "load_after": load(), "command": " ".join(cmd[1:])}
 
 
-def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
+def _train(config: Path, run_dir: Path, threads: int) -> subprocess.Popen:
+    """``python -m drex_opt.run.train`` on a trial's effective config, ``threads`` torch threads."""
+    env = {**os.environ, **thread_env(threads)}
+    return subprocess.Popen([sys.executable, "-m", "drex_opt.run.train", "--config", str(config),
+                             "--run-dir", str(run_dir)], cwd=run_dir.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def _final_uptime(proc: subprocess.Popen) -> float:
+    """PuffeRL's clock at the child's final report (its event lines on stdout)."""
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"replaying a trial failed ({proc.returncode}): {proc.args}")
+    for line in reversed(out.splitlines()):
+        event = parse_event(line)
+        if event and event.get("event") == "final":
+            return float(event["uptime"])
+    raise SystemExit(f"replaying a trial reported no final event: {proc.args}")
+
+
+def jobs_ceiling(study: dict, work: Path) -> dict:
+    """The warm ``--jobs 1`` study's trials replayed alone (``--jobs 1`` threads) and in pairs
+    (``--jobs 2`` threads): how much faster two at a time trains them, nothing else counted."""
+    cores = usable_cpus()
+    alone_threads, pair_threads = max(1, cores), max(1, cores // 2)
+    configs = [Path(r["run_dir"]) / "config.json" for r in study["trial_rows"]
+               if r.get("run_dir") and (Path(r["run_dir"]) / "config.json").is_file()]
+    rows = []
+    for i, config in enumerate(configs):
+        base = work / f"ceiling-{study['seed']}-{i}-{time.monotonic_ns()}"
+        base.mkdir()
+        alone = _final_uptime(_train(config, base / "alone", alone_threads))
+        pair = [_train(config, base / f"pair{k}", pair_threads) for k in (0, 1)]
+        rows.append({"config": str(config), "alone_s": alone, "pair_s": [_final_uptime(p) for p in pair]})
+    alone = sum(r["alone_s"] for r in rows)
+    pair = sum(statistics.mean(r["pair_s"]) for r in rows)
+    return {"seed": study["seed"], "threads_alone": alone_threads, "threads_pair": pair_threads,
+            "alone_s": alone, "pair_s": pair, "ceiling": 2 * alone / pair, "rows": rows}
+
+
+def markdown(info: dict, settings: dict, runs: list[dict], ceilings: list[dict] | None = None) -> str:
     def pick(start: str, jobs: int) -> list[dict]:
         return [r for r in runs if r["start"] == start and r["jobs"] == jobs]
 
@@ -163,7 +218,26 @@ def markdown(info: dict, settings: dict, runs: list[dict]) -> str:
     rrows = [[f"{labels[a]} against {labels[b]}, `--jobs {j}`", ratio((a, j), (b, j))]
              for a, b in (("warm", "before"), ("warm", "cold")) if a in starts and b in starts for j in (1, 2)]
     rrows += [[f"`--jobs 2` against `--jobs 1`, {labels[s]}", ratio((s, 2), (s, 1))] for s in starts]
+    if "warm" in starts and "before" in starts:
+        free = [b["wall_s"] / w["inside_training_s"] for w in pick("warm", 1) for b in pick("before", 1)
+                if w["seed"] == b["seed"] and w["inside_training_s"]]
+        rrows.append(["ceiling: warm with nothing outside training against before, `--jobs 1`",
+                      spread_text(free, lambda v: f"{v:.2f}x")])
+    if ceilings:
+        rrows.append(["ceiling: `--jobs 2` against `--jobs 1`, both with nothing outside training",
+                      spread_text([c["ceiling"] for c in ceilings], lambda v: f"{v:.2f}x")])
     lines += [md_table(["trials per hour", "ratio"], rrows), ""]
+    if ceilings:
+        c0 = ceilings[0]
+        lines += ["## How far `--jobs 2` can go on this machine\n",
+                  "The warm `--jobs 1` study's trial configs replayed with `python -m drex_opt.run.train`: each "
+                  f"once alone with {c0['threads_alone']} torch thread(s) (what a `--jobs 1` trial gets) and once "
+                  f"as two copies at once with {c0['threads_pair']} each (what a `--jobs 2` trial gets). Seconds "
+                  "by PuffeRL's clock, summed over the study's trials; the ceiling is 2 x alone / pair: a "
+                  "`--jobs 2` study with perfectly packed slots and no time outside training.\n",
+                  md_table(["round", "trials", "alone s", "in a pair s (mean of the two)", "ceiling"],
+                           [[c["seed"], len(c["rows"]), f"{c['alone_s']:.1f}", f"{c['pair_s']:.1f}",
+                             f"{c['ceiling']:.2f}x"] for c in ceilings]), ""]
     if settings.get("notes"):
         lines += ["## Notes\n", settings["notes"], ""]
     return "\n".join(lines) + "\n"
@@ -182,6 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-wait", type=float, default=60.0, help="longest wait for that, seconds")
     parser.add_argument("--notes", default="", help="markdown appended to the report")
     parser.add_argument("--timesteps", type=int, default=300_000, help="agent steps per trial")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip replaying the trials for the --jobs 2 ceiling")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.trials = args.trials or (3 if args.quick else 12)
@@ -195,12 +270,13 @@ def main(argv: list[str] | None = None) -> None:
         for run in payload["runs"]:
             run.setdefault("start", "warm" if run.pop("warm", False) else "cold")  # results before "before"
             run["inside_share"] = run["inside_training_s"] / (run["wall_s"] * run["jobs"])
-        args.render.with_suffix(".md").write_text(markdown(payload["info"], payload["settings"], payload["runs"]))
+        args.render.with_suffix(".md").write_text(markdown(payload["info"], payload["settings"], payload["runs"],
+                                                           payload.get("ceilings")))
         args.render.write_text(json.dumps(payload, indent=2) + "\n")
         return
     started = time.time()
     seeds = list(range(1, args.rounds + 1))
-    runs = []
+    runs, ceilings = [], []
     with tempfile.TemporaryDirectory(prefix="drex-warm-") as tmp:
         before_code = code_at(args.before, Path(tmp)) if "before" in args.starts else None
         for seed in seeds:
@@ -213,12 +289,17 @@ def main(argv: list[str] | None = None) -> None:
                           f"{run['inside_share']:.0%} inside training, overhead/trial "
                           f"{run['overhead_per_trial_s'] or 0:.2f} s", flush=True)
                     runs.append(run)
+                    if start == "warm" and jobs == 1 and not args.no_ceiling:
+                        wait_for_quiet(args.max_load, args.max_wait)
+                        ceilings.append(jobs_ceiling(run, Path(tmp)))
+                        print(f"round {seed}: --jobs 2 ceiling {ceilings[-1]['ceiling']:.2f}x", flush=True)
     settings = {"quick": args.quick, "rounds": args.rounds, "seeds": seeds, "trials": args.trials,
                 "timesteps": args.timesteps, "wall_time_min": (time.time() - started) / 60,
                 "before": args.before, "notes": args.notes}
     info = describe()
-    payload = {"info": info, "settings": settings, "runs": runs}
-    for path in write_results(result_name("warm_trials", args.quick), payload, markdown(info, settings, runs)):
+    payload = {"info": info, "settings": settings, "runs": runs, "ceilings": ceilings}
+    for path in write_results(result_name("warm_trials", args.quick), payload,
+                              markdown(info, settings, runs, ceilings)):
         print(f"wrote {path}")
 
 
