@@ -378,3 +378,43 @@ def test_hard_calibration_refuses_the_design_seeds():
 
     with pytest.raises(SystemExit):
         hc.main(["--seeds", str(hc.DESIGN_SEEDS[0])])
+
+
+def _study(start: str, jobs: int, seed: int, wall: float, inside: float) -> dict:
+    return {"start": start, "jobs": jobs, "seed": seed, "trials": 12, "wall_s": wall, "trials_per_hour": 12 / wall * 3600,
+            "inside_training_s": inside, "inside_share": inside / (wall * jobs), "overhead_per_trial_s": 0.1,
+            "first_trial_start_s": 0.8, "first_trial_overhead_s": 2.0, "load_before": [0.5, 0.5, 0.5]}
+
+
+def test_warm_trials_ceilings_from_the_studies_and_the_replays(tmp_path, monkeypatch):
+    from benchmarks import warm_trials as wt
+
+    # Replays: a config alone trains 4 s; two copies at once train 5 s and 6 s each.
+    seconds = {"alone": 4.0, "pair0": 5.0, "pair1": 6.0}
+    monkeypatch.setattr(wt, "_train", lambda config, run_dir, threads: (run_dir.name, threads))
+    monkeypatch.setattr(wt, "_final_uptime", lambda proc: seconds[proc[0]])
+    monkeypatch.setattr(wt, "usable_cpus", lambda: 2)
+    rows = []
+    for i in range(3):
+        (tmp_path / f"t{i}").mkdir()
+        (tmp_path / f"t{i}" / "config.json").write_text("{}")
+        rows.append({"run_dir": str(tmp_path / f"t{i}")})
+    rows.append({"run_dir": None})  # a trial without a run folder is not replayed
+    ceiling = wt.jobs_ceiling({"seed": 1, "trial_rows": rows}, tmp_path)
+    assert (ceiling["threads_alone"], ceiling["threads_pair"]) == (2, 1)
+    assert len(ceiling["rows"]) == 3
+    assert ceiling["ceiling"] == pytest.approx(2 * 12.0 / 16.5)
+
+    # Before: 60 s a study; warm: 30 s of which 24 s inside training -> 2.0x now, 2.5x at most.
+    runs = [_study("before", 1, 1, 60.0, 30.0), _study("warm", 1, 1, 30.0, 24.0),
+            _study("before", 2, 1, 40.0, 30.0), _study("warm", 2, 1, 25.0, 30.0)]
+    info = {"date": "d", "cpu": "c", "cores": 2, "platform": "p", "python": "3", "versions": {"x": "1"},
+            "command": "cmd"}
+    settings = {"quick": False, "rounds": 1, "seeds": [1], "trials": 12, "timesteps": 300_000,
+                "wall_time_min": 1.0, "before": "abc"}
+    md = wt.markdown(info, settings, runs, [ceiling])
+    assert "| warm against before (abc), `--jobs 1` | 2.00x |" in md
+    assert "| `--jobs 2` against `--jobs 1`, warm | 1.20x |" in md
+    assert "| ceiling: warm with nothing outside training against before, `--jobs 1` | 2.50x |" in md
+    assert "| ceiling: `--jobs 2` against `--jobs 1`, both with nothing outside training | 1.45x |" in md
+    assert "| 1 | 3 | 12.0 | 16.5 | 1.45x |" in md
