@@ -148,3 +148,25 @@ def test_the_first_command_studies_the_focus_the_run_names():
     command = first.split("#", 1)[0].split("&&")[-1].split()
     assert command[:2] == [".venv/bin/drex-opt", "autopilot"] and "--optimize" in command
     assert "--focus" not in command
+
+
+def test_the_console_command_leaves_without_a_final_collection(monkeypatch):
+    """``drex-opt`` is ``cli.main``: once the command is done it freezes the heap, so the
+    interpreter's exit does not walk every imported module's objects (over a second after a
+    study on a slow core); the exit code is the command's."""
+    import gc
+
+    from drex_opt import cli
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["drex-opt"] == "drex_opt.cli:main"
+    try:
+        for argv, code in ((["drex-opt", "--help"], 0), (["drex-opt", "study", "--focus", "nope"], 2)):
+            gc.unfreeze()
+            monkeypatch.setattr(sys, "argv", argv)
+            with pytest.raises(SystemExit) as exc:
+                cli.main()
+            assert exc.value.code == code
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
