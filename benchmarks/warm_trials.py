@@ -31,7 +31,7 @@ Two ceilings say how far any work outside training could still move the ratios:
 - **trials per hour with nothing outside training**: the warm ``--jobs 1`` study's trials
   by PuffeRL's clock alone (its time inside training), against the before study's wall time;
 - **``--jobs 2`` over ``--jobs 1`` with nothing outside training**: the warm ``--jobs 1``
-  study's trial configs replayed with ``python -m drex_opt.run.train``, each once alone with
+  study's trial configs replayed through ``runner.run_training``, each once alone with
   the threads a ``--jobs 1`` trial gets and once as two copies at once with the threads a
   ``--jobs 2`` trial gets; the ceiling is 2 x (its time alone) / (its time in a pair),
   summed over the configs by PuffeRL's clock (a perfectly packed ``--jobs 2`` study with no
@@ -54,6 +54,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -61,8 +62,7 @@ import optuna
 from benchmarks.common import ROOT, load, md_table, result_name, spread_text, wait_for_quiet, write_results
 from benchmarks.machine import describe, header_markdown
 from drex_opt.rules.machine import usable_cpus
-from drex_opt.run.events import parse_event
-from drex_opt.run.runner import thread_env
+from drex_opt.run import runner
 
 FOCUS = "diagnostic_grip"
 BEFORE_REV = "557699e"  # cold trial children and the training path before the speed work
@@ -128,24 +128,13 @@ def study_run(start: str, jobs: int, trials: int, timesteps: int, seed: int, wor
             "load_before": before, "load_after": load(), "command": " ".join(cmd[1:])}
 
 
-def _train(config: Path, run_dir: Path, threads: int) -> subprocess.Popen:
-    """``python -m drex_opt.run.train`` on a trial's effective config, ``threads`` torch threads."""
-    env = {**os.environ, **thread_env(threads)}
-    return subprocess.Popen([sys.executable, "-m", "drex_opt.run.train", "--config", str(config),
-                             "--run-dir", str(run_dir)], cwd=run_dir.parent, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-
-def _final_uptime(proc: subprocess.Popen) -> float:
-    """PuffeRL's clock at the child's final report (its event lines on stdout)."""
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"replaying a trial failed ({proc.returncode}): {proc.args}")
-    for line in reversed(out.splitlines()):
-        event = parse_event(line)
-        if event and event.get("event") == "final":
-            return float(event["uptime"])
-    raise SystemExit(f"replaying a trial reported no final event: {proc.args}")
+def _replay(config: dict, run_dir: Path, threads: int) -> float:
+    """A trial's effective config trained again through the runner; PuffeRL's clock at its end."""
+    summary = runner.run_training(config, run_dir, threads=threads).summary
+    uptime = _uptime(str(run_dir))
+    if summary.get("status") != "completed" or uptime is None:
+        raise SystemExit(f"replaying a trial in {run_dir} ended {summary.get('status')}: {summary.get('error')}")
+    return uptime
 
 
 def jobs_ceiling(study: dict, work: Path) -> dict:
@@ -159,9 +148,11 @@ def jobs_ceiling(study: dict, work: Path) -> dict:
     for i, config in enumerate(configs):
         base = work / f"ceiling-{study['seed']}-{i}-{time.monotonic_ns()}"
         base.mkdir()
-        alone = _final_uptime(_train(config, base / "alone", alone_threads))
-        pair = [_train(config, base / f"pair{k}", pair_threads) for k in (0, 1)]
-        rows.append({"config": str(config), "alone_s": alone, "pair_s": [_final_uptime(p) for p in pair]})
+        cfg = json.loads(config.read_text())
+        alone = _replay(cfg, base / "alone", alone_threads)
+        with ThreadPoolExecutor(2) as pool:  # the two copies train at once
+            pair = list(pool.map(lambda k: _replay(cfg, base / f"pair{k}", pair_threads), (0, 1)))
+        rows.append({"config": str(config), "alone_s": alone, "pair_s": pair})
     alone = sum(r["alone_s"] for r in rows)
     pair = sum(statistics.mean(r["pair_s"]) for r in rows)
     return {"seed": study["seed"], "threads_alone": alone_threads, "threads_pair": pair_threads,
@@ -230,7 +221,7 @@ def markdown(info: dict, settings: dict, runs: list[dict], ceilings: list[dict] 
     if ceilings:
         c0 = ceilings[0]
         lines += ["## How far `--jobs 2` can go on this machine\n",
-                  "The warm `--jobs 1` study's trial configs replayed with `python -m drex_opt.run.train`: each "
+                  "The warm `--jobs 1` study's trial configs replayed through `runner.run_training` (a fresh training process each): each "
                   f"once alone with {c0['threads_alone']} torch thread(s) (what a `--jobs 1` trial gets) and once "
                   f"as two copies at once with {c0['threads_pair']} each (what a `--jobs 2` trial gets). Seconds "
                   "by PuffeRL's clock, summed over the study's trials; the ceiling is 2 x alone / pair: a "

@@ -391,8 +391,13 @@ def test_warm_trials_ceilings_from_the_studies_and_the_replays(tmp_path, monkeyp
 
     # Replays: a config alone trains 4 s; two copies at once train 5 s and 6 s each.
     seconds = {"alone": 4.0, "pair0": 5.0, "pair1": 6.0}
-    monkeypatch.setattr(wt, "_train", lambda config, run_dir, threads: (run_dir.name, threads))
-    monkeypatch.setattr(wt, "_final_uptime", lambda proc: seconds[proc[0]])
+    threads = {}
+
+    def replay(config, run_dir, n):
+        threads[run_dir.name] = n
+        return seconds[run_dir.name]
+
+    monkeypatch.setattr(wt, "_replay", replay)
     monkeypatch.setattr(wt, "usable_cpus", lambda: 2)
     rows = []
     for i in range(3):
@@ -402,6 +407,7 @@ def test_warm_trials_ceilings_from_the_studies_and_the_replays(tmp_path, monkeyp
     rows.append({"run_dir": None})  # a trial without a run folder is not replayed
     ceiling = wt.jobs_ceiling({"seed": 1, "trial_rows": rows}, tmp_path)
     assert (ceiling["threads_alone"], ceiling["threads_pair"]) == (2, 1)
+    assert threads == {"alone": 2, "pair0": 1, "pair1": 1}
     assert len(ceiling["rows"]) == 3
     assert ceiling["ceiling"] == pytest.approx(2 * 12.0 / 16.5)
 
